@@ -1,0 +1,53 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
+
+const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest()
+
+/**
+ * A set of secret keys. Comparison hashes the candidate and compares it to every key's hash in
+ * constant time, whatever matches, so timing reveals neither a key nor which one matched.
+ */
+export class KeyRing {
+  readonly #digests: Buffer[]
+
+  constructor (keys: readonly string[]) {
+    this.#digests = keys.map(digest)
+  }
+
+  get size (): number {
+    return this.#digests.length
+  }
+
+  /** Index of the matching key, or -1. */
+  match (candidate: string): number {
+    const d = digest(candidate)
+    let found = -1
+    for (let i = 0; i < this.#digests.length; i++) {
+      if (timingSafeEqual(d, this.#digests[i] as Buffer) && found === -1) found = i
+    }
+    return found
+  }
+}
+
+/**
+ * The key a request presents: `Authorization: Bearer <key>`, the password of `Authorization: Basic`,
+ * or the value of the configured header. Undefined when none is sent.
+ */
+export function presentedKey (headers: IncomingHttpHeaders, keyHeader: string): string | undefined {
+  const custom = headers[keyHeader]
+  if (typeof custom === 'string' && custom !== '') return custom
+  const authorization = headers.authorization
+  if (authorization === undefined) return undefined
+  const space = authorization.indexOf(' ')
+  if (space <= 0) return undefined
+  const scheme = authorization.slice(0, space).toLowerCase()
+  const value = authorization.slice(space + 1).trim()
+  if (scheme === 'bearer') return value === '' ? undefined : value
+  if (scheme === 'basic') {
+    const decoded = Buffer.from(value, 'base64').toString('utf8')
+    const colon = decoded.indexOf(':')
+    const password = colon >= 0 ? decoded.slice(colon + 1) : decoded
+    return password === '' ? undefined : password
+  }
+  return undefined
+}

@@ -1,0 +1,190 @@
+import { gunzip } from 'node:zlib'
+import { promisify } from 'node:util'
+import type { Readable } from 'node:stream'
+import {
+  EVS_ERR_BODY_ABORTED, EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_ENCODING_UNSUPPORTED, EVS_ERR_BODY_GZIP_INVALID,
+  EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_NOT_OBJECT, EVS_ERR_BODY_TOO_LARGE, EVS_ERR_MEDIA_TYPE_UNSUPPORTED
+} from './errors.js'
+
+const gunzipAsync = promisify(gunzip)
+
+/** One event as received: its JSON text on one line, and its parsed value. */
+export interface ReceivedEvent {
+  readonly raw: string
+  readonly value: Record<string, unknown>
+}
+
+/** How the body is to be parsed: `ndjson` line by line, `auto` by its content. */
+export type BodyKind = 'auto' | 'ndjson'
+
+const NDJSON_TYPES = new Set(['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'])
+// Parsed by content: the DSS client's header is unconfirmed, and `curl -d` sends a form type.
+const AUTO_TYPES = new Set(['application/json', 'text/plain', 'text/json', 'application/octet-stream', 'application/x-www-form-urlencoded'])
+
+export function bodyKind (contentType: string | undefined): BodyKind {
+  if (contentType === undefined) return 'auto'
+  const semicolon = contentType.indexOf(';')
+  const mediaType = (semicolon === -1 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase()
+  if (mediaType === '' || AUTO_TYPES.has(mediaType) || mediaType.endsWith('+json')) return 'auto'
+  if (NDJSON_TYPES.has(mediaType)) return 'ndjson'
+  throw new EVS_ERR_MEDIA_TYPE_UNSUPPORTED(mediaType.slice(0, 100))
+}
+
+/** Reads a request body, failing with 413 as soon as it exceeds `limit` bytes. */
+export async function readBody (stream: Readable, limit: number, declaredLength: number | undefined): Promise<Buffer> {
+  if (declaredLength !== undefined && declaredLength > limit) throw new EVS_ERR_BODY_TOO_LARGE(limit)
+  return await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let total = 0
+    const cleanup = (): void => {
+      stream.removeListener('data', onData)
+      stream.removeListener('end', onEnd)
+      stream.removeListener('error', onError)
+      stream.removeListener('aborted', onAborted)
+    }
+    const onData = (chunk: Buffer): void => {
+      total += chunk.length
+      if (total > limit) {
+        cleanup()
+        reject(new EVS_ERR_BODY_TOO_LARGE(limit))
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = (): void => {
+      cleanup()
+      resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, total))
+    }
+    const onError = (err: Error): void => {
+      cleanup()
+      reject(err)
+    }
+    const onAborted = (): void => {
+      cleanup()
+      reject(new EVS_ERR_BODY_ABORTED())
+    }
+    stream.on('data', onData)
+    stream.on('end', onEnd)
+    stream.on('error', onError)
+    stream.on('aborted', onAborted)
+  })
+}
+
+/** Undoes the Content-Encoding; the decoded size is held to the same limit as the raw one. */
+export async function decodeBody (body: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
+  const encoding = (contentEncoding ?? '').trim().toLowerCase()
+  if (encoding === '' || encoding === 'identity') return body
+  if (encoding !== 'gzip' && encoding !== 'x-gzip') throw new EVS_ERR_BODY_ENCODING_UNSUPPORTED(encoding.slice(0, 50))
+  try {
+    return await gunzipAsync(body, { maxOutputLength: limit })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new EVS_ERR_BODY_TOO_LARGE(limit)
+    throw new EVS_ERR_BODY_GZIP_INVALID((err as Error).message)
+  }
+}
+
+function describe (value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  return `a ${typeof value}`
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+// JSON whitespace outside strings may hold line breaks; inside strings they are always escaped. So
+// replacing CR/LF by spaces keeps the value and makes the text one line.
+function oneLine (text: string): string {
+  return text.includes('\n') || text.includes('\r') ? text.replace(/[\r\n]/g, ' ') : text
+}
+
+/** Top-level element texts of a valid JSON array starting at `start`. */
+function arrayElements (text: string, start: number): string[] {
+  const out: string[] = []
+  let depth = 0
+  let from = -1
+  for (let i = start; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 34) { // "
+      if (depth === 1 && from < 0) from = i
+      for (i++; i < text.length; i++) {
+        const s = text.charCodeAt(i)
+        if (s === 92) i++
+        else if (s === 34) break
+      }
+    } else if (c === 123 || c === 91) { // { [
+      if (depth === 1 && from < 0) from = i
+      depth++
+    } else if (c === 125 || c === 93) { // } ]
+      depth--
+      if (depth === 0) {
+        if (from >= 0) out.push(text.slice(from, i).trimEnd())
+        break
+      }
+    } else if (depth === 1) {
+      if (c === 44) { // ,
+        out.push(text.slice(from, i).trimEnd())
+        from = -1
+      } else if (from < 0 && c !== 32 && c !== 9 && c !== 10 && c !== 13) {
+        from = i
+      }
+    }
+  }
+  return out
+}
+
+function parseLines (text: string): ReceivedEvent[] {
+  const events: ReceivedEvent[] = []
+  let lineNumber = 0
+  let position = 0
+  while (position <= text.length) {
+    let end = text.indexOf('\n', position)
+    if (end === -1) end = text.length
+    lineNumber++
+    const line = text.slice(position, end).trim()
+    position = end + 1
+    if (line === '') continue
+    let value: unknown
+    try {
+      value = JSON.parse(line)
+    } catch (err) {
+      throw new EVS_ERR_BODY_INVALID_JSON(`at line ${lineNumber}: ${(err as Error).message}`)
+    }
+    if (!isObject(value)) throw new EVS_ERR_BODY_NOT_OBJECT(`line ${lineNumber}`, describe(value))
+    events.push({ raw: line, value })
+  }
+  return events
+}
+
+/**
+ * Parses a decoded body into events: one JSON object, a JSON array of objects, or NDJSON (one
+ * object per line). All or nothing: any bad element fails the whole body.
+ */
+export function parseEvents (body: Buffer, kind: BodyKind): ReceivedEvent[] {
+  let text = body.toString('utf8')
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+  let start = 0
+  while (start < text.length && (text.charCodeAt(start) <= 32)) start++
+  if (start === text.length) throw new EVS_ERR_BODY_EMPTY()
+  if (kind === 'ndjson') return parseLines(text)
+
+  const first = text.charCodeAt(start)
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    // Not one JSON document: NDJSON is the only other accepted shape.
+    if (first === 123 && text.trimEnd().includes('\n', start)) return parseLines(text)
+    throw new EVS_ERR_BODY_INVALID_JSON(`${(err as Error).message}`)
+  }
+  if (Array.isArray(value)) {
+    value.forEach((element, i) => {
+      if (!isObject(element)) throw new EVS_ERR_BODY_NOT_OBJECT(`array element ${i}`, describe(element))
+    })
+    const raws = arrayElements(text, start)
+    return (value as Array<Record<string, unknown>>).map((element, i) => ({ raw: oneLine(raws[i] as string), value: element }))
+  }
+  if (!isObject(value)) throw new EVS_ERR_BODY_NOT_OBJECT('the body', describe(value))
+  return [{ raw: oneLine(text.trim()), value }]
+}

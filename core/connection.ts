@@ -1,0 +1,66 @@
+import type { Readable } from 'node:stream'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { SettingsProblem } from './validation.js'
+
+/**
+ * What a connection can do beyond the operations every backend has. Declared, never probed.
+ * - `append`: keys are local files that can be appended to in place (the filesystem). Destinations
+ *   write straight into them; other connections get whole objects through `put` from a local spool.
+ */
+export interface ConnectionCapabilities {
+  readonly append: boolean
+}
+
+export interface PutOptions {
+  contentType?: string
+  contentEncoding?: string
+  /** Byte length of the body, when known: lets object stores choose a single-request upload. */
+  size?: number
+}
+
+export interface ObjectInfo {
+  key: string
+  size: number
+}
+
+/**
+ * A filesystem-like backend (local filesystem, S3, Azure Blob Storage, Google Cloud Storage...).
+ *
+ * Keys are relative, `/`-separated, with no empty, `.` or `..` segment; they are already safe (the
+ * caller encodes untrusted parts). A connection makes no network call until one of its methods runs.
+ */
+export interface Connection {
+  readonly type: string
+  readonly name: string
+  readonly capabilities: ConnectionCapabilities
+  /** Writes a whole object; replaces an existing one under the same key, atomically for readers. */
+  put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void>
+  /** Opens an object for reading; rejects with EVS_ERR_CONNECTION_NOT_FOUND when it does not exist. */
+  read(key: string): Promise<Readable>
+  /** Every object whose key starts with `prefix` (a folder prefix ends with `/`), in no set order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>
+  /** Deletes an object; deleting a missing object succeeds. */
+  delete(key: string): Promise<void>
+  /** Writes and deletes a probe object; rejects with the backend's own message when it cannot. */
+  check(): Promise<void>
+  close(): Promise<void>
+  /** Absolute local path of a key: only on connections with the `append` capability. */
+  localPath?(key: string): string
+}
+
+export interface ConnectionContext {
+  readonly name: string
+  /** Folder that relative paths in settings resolve against (the settings file's folder). */
+  readonly baseDir: string
+  readonly logger: FastifyBaseLogger
+}
+
+export interface ConnectionType<S extends TSchema = TSchema> {
+  readonly type: string
+  /** Options of this type (everything in the settings block but `type`). */
+  readonly schema: S
+  /** Cross-field checks the schema cannot express; no I/O. */
+  check?(options: Static<S>, context: ConnectionContext): SettingsProblem[]
+  create(options: Static<S>, context: ConnectionContext): Connection
+}

@@ -1,0 +1,59 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { Connection } from './connection.js'
+import type { SettingsProblem } from './validation.js'
+
+/** One event after routing. `line` is shared by every destination that takes the event: never mutate it. */
+export interface RoutedEvent {
+  readonly topic: string
+  readonly routingKey: string
+  /** `{"clientEvent":…,"origAddress":…,"serverTimestamp":…}` followed by `\n`, UTF-8. */
+  readonly line: Buffer
+  /** Reception time, milliseconds since the epoch. */
+  readonly receivedAt: number
+}
+
+/**
+ * Receives the events routed to it. The server answers a request with 2xx only once every
+ * destination that took some of its events resolved `accept`: resolve only when the events are as
+ * durable as the destination promises (for files: fsync'ed, unless configured otherwise).
+ */
+export interface Destination {
+  readonly name: string
+  /** Runs once before the server listens: recover what a crash left behind. */
+  open(): Promise<void>
+  accept(events: readonly RoutedEvent[]): Promise<void>
+  /** Makes everything accepted so far durable and complete (files sealed, uploads done where possible). */
+  flush(): Promise<void>
+  /** Flushes, then releases every resource. No `accept` follows. */
+  close(): Promise<void>
+  stats?(): Record<string, unknown>
+}
+
+export interface DestinationContext {
+  readonly name: string
+  readonly baseDir: string
+  /** A folder of this destination's own for state that must survive restarts. */
+  readonly stateDir: string
+  readonly instanceId: string
+  readonly timeZone: string
+  readonly logger: FastifyBaseLogger
+  /** Milliseconds since the epoch; injectable for tests. */
+  now(): number
+  /** The named connection, or undefined when settings do not define it. */
+  connection(name: string): Connection | undefined
+}
+
+export interface DestinationCheckContext {
+  readonly name: string
+  /** Connection names defined in settings, with their types. */
+  readonly connections: ReadonlyMap<string, string>
+}
+
+export interface DestinationType<S extends TSchema = TSchema> {
+  readonly type: string
+  /** Options of this type: everything in the destination block but the common fields (name, type, filters). */
+  readonly schema: S
+  check?(options: Static<S>, context: DestinationCheckContext): SettingsProblem[]
+  create(options: Static<S>, context: DestinationContext): Destination
+}

@@ -1,0 +1,53 @@
+import createError from '@fastify/error'
+
+// Every error the server raises comes from here: codes are stable and listed in the README.
+// Messages never contain auth keys, message bodies or credentials.
+
+export const EVS_ERR_SETTINGS_INVALID = createError<'EVS_ERR_SETTINGS_INVALID', 500, [string]>(
+  'EVS_ERR_SETTINGS_INVALID', 'Invalid settings:\n%s', 500)
+export const EVS_ERR_SETTINGS_READ = createError<'EVS_ERR_SETTINGS_READ', 500, [string, string]>(
+  'EVS_ERR_SETTINGS_READ', 'Cannot read settings file %s: %s', 500)
+export const EVS_ERR_PLUGIN_LOAD = createError<'EVS_ERR_PLUGIN_LOAD', 500, [string, string]>(
+  'EVS_ERR_PLUGIN_LOAD', 'Cannot load plugin "%s": %s', 500)
+export const EVS_ERR_PLUGIN_TYPE_DUPLICATE = createError<'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 500, [string, string]>(
+  'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 'A %s type named "%s" is already registered', 500)
+
+export const EVS_ERR_AUTH_REQUIRED = createError<'EVS_ERR_AUTH_REQUIRED', 401, []>(
+  'EVS_ERR_AUTH_REQUIRED',
+  'Authentication required: send an events key as "Authorization: Bearer <key>", as the password of Basic auth, or in the configured key header',
+  401)
+export const EVS_ERR_AUTH_INVALID = createError<'EVS_ERR_AUTH_INVALID', 401, []>(
+  'EVS_ERR_AUTH_INVALID', 'The key sent is not one of the configured keys', 401)
+
+export const EVS_ERR_BODY_EMPTY = createError<'EVS_ERR_BODY_EMPTY', 400, []>(
+  'EVS_ERR_BODY_EMPTY', 'The request body holds no event: send a JSON object, a JSON array of objects, or NDJSON', 400)
+export const EVS_ERR_BODY_INVALID_JSON = createError<'EVS_ERR_BODY_INVALID_JSON', 400, [string]>(
+  'EVS_ERR_BODY_INVALID_JSON', 'Invalid JSON %s; nothing of this request was written', 400)
+export const EVS_ERR_BODY_NOT_OBJECT = createError<'EVS_ERR_BODY_NOT_OBJECT', 400, [string, string]>(
+  'EVS_ERR_BODY_NOT_OBJECT', 'Every event must be a JSON object, but %s is %s; nothing of this request was written', 400)
+export const EVS_ERR_BODY_TOO_LARGE = createError<'EVS_ERR_BODY_TOO_LARGE', 413, [number]>(
+  'EVS_ERR_BODY_TOO_LARGE', 'Request body is larger than the limit of %d bytes (server.bodyLimit, applied before and after gzip decoding)', 413)
+export const EVS_ERR_BODY_GZIP_INVALID = createError<'EVS_ERR_BODY_GZIP_INVALID', 400, [string]>(
+  'EVS_ERR_BODY_GZIP_INVALID', 'The body is declared gzip-encoded but cannot be decoded: %s', 400)
+export const EVS_ERR_BODY_ENCODING_UNSUPPORTED = createError<'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 415, [string]>(
+  'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 'Unsupported Content-Encoding "%s": send identity or gzip', 415)
+export const EVS_ERR_MEDIA_TYPE_UNSUPPORTED = createError<'EVS_ERR_MEDIA_TYPE_UNSUPPORTED', 415, [string]>(
+  'EVS_ERR_MEDIA_TYPE_UNSUPPORTED',
+  'Unsupported Content-Type "%s": send application/json, application/x-ndjson or text/plain', 415)
+export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>(
+  'EVS_ERR_BODY_ABORTED', 'The client closed the connection before the body was complete', 400)
+
+export const EVS_ERR_DESTINATION_UNAVAILABLE = createError<'EVS_ERR_DESTINATION_UNAVAILABLE', 503, [string, string]>(
+  'EVS_ERR_DESTINATION_UNAVAILABLE', 'Destination "%s" could not store the events (%s); retry later', 503)
+export const EVS_ERR_SHUTTING_DOWN = createError<'EVS_ERR_SHUTTING_DOWN', 503, []>(
+  'EVS_ERR_SHUTTING_DOWN', 'The server is shutting down; retry on another instance or later', 503)
+
+export const EVS_ERR_CONNECTION_KEY_INVALID = createError<'EVS_ERR_CONNECTION_KEY_INVALID', 500, [string, string]>(
+  'EVS_ERR_CONNECTION_KEY_INVALID', 'Connection "%s" refused key "%s": keys are relative, "/"-separated, without "." or ".." segments', 500)
+export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_FOUND', 404, [string, string]>(
+  'EVS_ERR_CONNECTION_NOT_FOUND', 'Connection "%s" has no object at key "%s"', 404)
+export const EVS_ERR_CONNECTION_CAPABILITY = createError<'EVS_ERR_CONNECTION_CAPABILITY', 500, [string, string]>(
+  'EVS_ERR_CONNECTION_CAPABILITY', 'Connection "%s" does not support %s', 500)
+
+export const EVS_ERR_RECOVERY = createError<'EVS_ERR_RECOVERY', 500, [string, string]>(
+  'EVS_ERR_RECOVERY', 'Recovery of destination "%s" failed: %s', 500)

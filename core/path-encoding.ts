@@ -1,0 +1,45 @@
+import { createHash } from 'node:crypto'
+
+// Topic and routing key are untrusted: they become folder names. Encoding (never dropping) keeps the
+// path inside the destination's root on every backend and keeps distinct values distinct.
+
+const PLAIN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/
+const UNRESERVED = new Uint8Array(128)
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-') UNRESERVED[c.charCodeAt(0)] = 1
+const HEX = '0123456789ABCDEF'
+
+/** Longest encoded segment: well under the 255-byte name limit of common filesystems. */
+export const MAX_SEGMENT_LENGTH = 200
+const HASH_LENGTH = 16
+
+/**
+ * Encodes any string as one path segment made of `[A-Za-z0-9_.%~-]`: other bytes of its UTF-8 form
+ * become `%XX`, a leading `.` becomes `%2E` (no `.`/`..`, no hidden folders), and a value whose
+ * encoding exceeds MAX_SEGMENT_LENGTH keeps a readable prefix followed by `~` and a hash of the whole.
+ */
+export function encodeSegment (value: string): string {
+  if (value.length <= MAX_SEGMENT_LENGTH && PLAIN.test(value)) return value
+  let out = ''
+  const bytes = Buffer.from(value, 'utf8')
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i] as number
+    if (b < 128 && UNRESERVED[b] === 1 && !(i === 0 && b === 0x2e)) out += String.fromCharCode(b)
+    else out += '%' + HEX[b >> 4] + HEX[b & 15]
+  }
+  if (out === '') return '%00'
+  if (out.length <= MAX_SEGMENT_LENGTH) return out
+  let cut = MAX_SEGMENT_LENGTH - HASH_LENGTH - 1
+  const lastPercent = out.lastIndexOf('%', cut - 1)
+  if (lastPercent >= 0 && lastPercent > cut - 3) cut = lastPercent
+  const hash = createHash('sha256').update(bytes).digest('hex').slice(0, HASH_LENGTH)
+  return `${out.slice(0, cut)}~${hash}`
+}
+
+/** True for a relative `/`-separated key with no empty, `.` or `..` segment and no NUL or backslash. */
+export function isSafeKey (key: string): boolean {
+  if (key === '' || key.includes('\0') || key.includes('\\')) return false
+  for (const segment of key.split('/')) {
+    if (segment === '' || segment === '.' || segment === '..') return false
+  }
+  return true
+}

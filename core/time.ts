@@ -1,0 +1,93 @@
+export interface TimeParts {
+  readonly year: string
+  readonly month: string
+  readonly day: string
+  readonly hour: string
+  readonly minute: string
+  /** Numeric offset from UTC, `+HHMM` or `-HHMM`. */
+  readonly offset: string
+}
+
+const pad2 = (n: number): string => (n < 10 ? `0${n}` : `${n}`)
+const pad3 = (n: number): string => (n < 10 ? `00${n}` : n < 100 ? `0${n}` : `${n}`)
+
+function formatOffset (minutes: number): string {
+  const sign = minutes < 0 ? '-' : '+'
+  const abs = Math.abs(minutes)
+  return `${sign}${pad2(Math.floor(abs / 60))}${pad2(abs % 60)}`
+}
+
+/**
+ * Calendar parts of instants in one time zone. Zone offsets are whole minutes, so parts are computed
+ * once per minute (Intl is slow) and seconds/milliseconds are added from the instant itself.
+ */
+export class ZonedTime {
+  readonly timeZone: string
+  readonly #utc: boolean
+  readonly #format: Intl.DateTimeFormat | undefined
+  #cachedMinute = Number.NaN
+  #cached: TimeParts | undefined
+
+  constructor (timeZone: string) {
+    this.timeZone = timeZone
+    this.#utc = timeZone === 'UTC' || timeZone === 'Etc/UTC'
+    this.#format = this.#utc
+      ? undefined
+      : new Intl.DateTimeFormat('en-US', {
+        timeZone,
+        hourCycle: 'h23',
+        year: 'numeric',
+        month: '2-digit',
+        day: '2-digit',
+        hour: '2-digit',
+        minute: '2-digit'
+      })
+  }
+
+  parts (ms: number): TimeParts {
+    const minute = Math.floor(ms / 60000)
+    if (minute === this.#cachedMinute && this.#cached !== undefined) return this.#cached
+    const parts = this.#compute(minute * 60000)
+    this.#cachedMinute = minute
+    this.#cached = parts
+    return parts
+  }
+
+  /** ISO-8601 with milliseconds and a numeric offset, as the DSS Event Server writes `serverTimestamp`. */
+  timestamp (ms: number): string {
+    const p = this.parts(ms)
+    const withinMinute = ((ms % 60000) + 60000) % 60000
+    const seconds = Math.floor(withinMinute / 1000)
+    return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${pad2(seconds)}.${pad3(withinMinute % 1000)}${p.offset}`
+  }
+
+  #compute (minuteStart: number): TimeParts {
+    if (this.#format === undefined) {
+      const d = new Date(minuteStart)
+      return {
+        year: String(d.getUTCFullYear()).padStart(4, '0'),
+        month: pad2(d.getUTCMonth() + 1),
+        day: pad2(d.getUTCDate()),
+        hour: pad2(d.getUTCHours()),
+        minute: pad2(d.getUTCMinutes()),
+        offset: '+0000'
+      }
+    }
+    const found: Record<string, string> = {}
+    for (const part of this.#format.formatToParts(minuteStart)) found[part.type] = part.value
+    const year = Number(found.year)
+    const month = Number(found.month)
+    const day = Number(found.day)
+    const hour = Number(found.hour)
+    const minute = Number(found.minute)
+    const offsetMinutes = Math.round((Date.UTC(year, month - 1, day, hour, minute) - minuteStart) / 60000)
+    return {
+      year: String(year).padStart(4, '0'),
+      month: pad2(month),
+      day: pad2(day),
+      hour: pad2(hour),
+      minute: pad2(minute),
+      offset: formatOffset(offsetMinutes)
+    }
+  }
+}
