@@ -61,6 +61,14 @@ async function eventServerRuntime (fastify: FastifyInstance, options: RuntimeOpt
   const destinations = new Map<string, Destination>()
   fastify.decorate('eventServer', { settings, instanceId, connections, destinations, warnings: options.warnings })
 
+  // Requests still running at shutdown end their connection, so close() need not wait for the
+  // clients' keep-alive timeouts.
+  let closing = false
+  fastify.addHook('preClose', async () => { closing = true })
+  fastify.addHook('onSend', async (_request, reply) => {
+    if (closing) void reply.header('connection', 'close')
+  })
+
   // Destinations close before connections: closing flushes into them.
   fastify.addHook('onClose', async () => {
     const results = await Promise.allSettled([...destinations.values()].map(async (d) => await d.close()))

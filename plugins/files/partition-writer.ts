@@ -45,6 +45,7 @@ export interface WriterStats {
   bytesWritten: number
   linesWritten: number
   commits: number
+  syncs: number
 }
 
 /** A file being written: lines wait in `pending` until the next commit writes and syncs them. */
@@ -82,7 +83,7 @@ export class PartitionWriter {
   #committing = false
   #scheduled = false
   #idle: Deferred | undefined
-  readonly stats: WriterStats = { openFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0 }
+  readonly stats: WriterStats = { openFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
 
   constructor (options: WriterOptions) {
     this.#options = options
@@ -200,7 +201,10 @@ export class PartitionWriter {
         const handle = file.handle as FileHandle
         const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
         const written = await writeAll(handle, data)
-        if (this.#options.durability === 'fsync') await handle.datasync()
+        if (this.#options.durability === 'fsync') {
+          await handle.datasync()
+          this.stats.syncs++
+        }
         file.size += written
         this.stats.bytesWritten += written
         this.stats.linesWritten += count

@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import * as errors from '../core/errors.js'
+import { DestinationCommonSchema, SecuritySettingsSchema, ServerSettingsSchema } from '../core/schemas/settings.js'
+import { FilesDestinationSchema } from '../plugins/files/index.js'
+import { FilesystemOptionsSchema } from '../plugins/filesystem/index.js'
+
+const root = join(import.meta.dirname, '..')
+
+describe('the docs stay true to the code', () => {
+  it('the README lists every error code', async () => {
+    const readme = await readFile(join(root, 'README.md'), 'utf8')
+    const codes = Object.keys(errors).filter((k) => k.startsWith('EVS_ERR_'))
+    expect(codes.length).toBeGreaterThan(10)
+    expect(codes.filter((code) => !readme.includes(`\`${code}\``))).toEqual([])
+  })
+
+  it('docs/settings.md documents every settings field', async () => {
+    const doc = await readFile(join(root, 'docs', 'settings.md'), 'utf8')
+    const fields = [ServerSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, FilesystemOptionsSchema]
+      .flatMap((schema) => Object.keys(schema.properties))
+    expect(fields.filter((field) => !doc.includes(`| \`${field}\` |`))).toEqual([])
+  })
+})

@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { FilesystemConnection } from '../plugins/filesystem/index.js'
+import { describeConnection } from './conformance/describe-connection.js'
+import { tempDir } from './helpers.js'
+
+describeConnection('filesystem', {
+  create: async () => new FilesystemConnection({ root: 'root' }, { name: 'fs', baseDir: await tempDir() })
+})
+
+describe('filesystem connection', () => {
+  it('resolves a relative root against the settings folder and keeps keys inside it', async () => {
+    const dir = await tempDir()
+    const connection = new FilesystemConnection({ root: './a/../b' }, { name: 'fs', baseDir: dir })
+    expect(connection.root).toBe(join(dir, 'b'))
+    expect(connection.localPath('x/y.jsonl')).toBe(join(dir, 'b', 'x', 'y.jsonl'))
+    expect(() => connection.localPath('../x')).toThrow(/refused key/)
+  })
+
+  it('check() reports the operating system error when the root cannot be written', async () => {
+    const dir = await tempDir()
+    await writeFile(join(dir, 'file'), 'not a folder')
+    const connection = new FilesystemConnection({ root: './file/sub' }, { name: 'fs', baseDir: dir })
+    await expect(connection.check()).rejects.toMatchObject({ code: expect.stringMatching(/ENOTDIR|EEXIST/) })
+  })
+})
