@@ -9,12 +9,15 @@ const USAGE = `Usage: dss-event-server <command> [options]
 
 Commands:
   start    Run the server (the default command)
-  check    Validate a settings file and print every problem; exit code 1 if any
+  check    Validate a settings file and print every problem; exit code 1 if any.
+           With --connections, also write and delete a probe object through every
+           connection and report, per connection, whether that worked
 
 Options:
   -c, --config FILE   Settings file, JSON or YAML (default: built-in settings, see README)
       --host HOST     Listen address; overrides server.host
       --port PORT     Listen port; overrides server.port
+      --connections   (check) Probe every connection
   -h, --help          Show this help
   -v, --version       Show the version
 `
@@ -69,26 +72,32 @@ async function start (config: string | undefined, host: string | undefined, port
   const source = await loadSource(config)
   const app = await buildServer({ document: withOverrides(source.document, host, port), baseDir: source.baseDir })
   const { server, security } = app.eventServer.settings
+  installSignalHandlers(app, server.shutdownTimeoutS)
   await app.listen({ host: server.host, port: server.port })
   const destinations = [...app.eventServer.destinations.keys()]
   app.log.info({ settings: source.origin, instanceId: app.eventServer.instanceId, destinations }, 'dss-event-server is ready')
   if (!security.requireAuthenticationForEvents && server.host !== '127.0.0.1' && server.host !== 'localhost' && server.host !== '::1') {
     app.log.warn('events are accepted without authentication on a non-loopback address: set security.requireAuthenticationForEvents')
   }
-  installSignalHandlers(app, server.shutdownTimeoutS)
   return 0
 }
 
-async function check (config: string | undefined): Promise<number> {
+async function check (config: string | undefined, probeConnections: boolean): Promise<number> {
   const source = await loadSource(config)
-  const { problems, warnings } = await checkSettings(source.document, source.baseDir)
+  const { problems, warnings, probes } = await checkSettings(source.document, source.baseDir, process.env, { probeConnections })
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`)
   if (problems.length > 0) {
     process.stderr.write(`${source.origin}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${formatProblems(problems)}\n`)
     return 1
   }
   process.stdout.write(`${source.origin}: settings are valid\n`)
-  return 0
+  if (probes === undefined) return 0
+  for (const p of probes) {
+    process.stdout.write(p.ok
+      ? `connection ${p.name} (${p.type}): ok, a probe object was written and deleted\n`
+      : `connection ${p.name} (${p.type}): FAILED: ${p.error ?? 'unknown error'}\n`)
+  }
+  return probes.every((p) => p.ok) ? 0 : 1
 }
 
 /** Runs the command line; resolves with the exit code (`start` keeps the process running). */
@@ -103,7 +112,8 @@ export async function main (argv: string[]): Promise<number> {
         host: { type: 'string' },
         port: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' }
+        version: { type: 'boolean', short: 'v' },
+        connections: { type: 'boolean' }
       }
     })
   } catch (err) {
@@ -123,7 +133,7 @@ export async function main (argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'start': return await start(values.config, values.host, values.port)
-      case 'check': return await check(values.config)
+      case 'check': return await check(values.config, values.connections === true)
       default:
         process.stderr.write(`Unknown command "${command}"\n\n${USAGE}`)
         return 2

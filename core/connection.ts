@@ -17,6 +17,24 @@ export interface PutOptions {
   contentEncoding?: string
   /** Byte length of the body, when known: lets object stores choose a single-request upload. */
   size?: number
+  /** Aborts the upload; the key is then left as it was. */
+  signal?: AbortSignal
+}
+
+/**
+ * Marks an error that retrying cannot fix (access denied, bucket or container missing): the caller
+ * stops retrying and keeps the data aside instead.
+ */
+export interface PermanentError extends Error {
+  permanent: true
+}
+
+export function markPermanent<E extends Error> (err: E): E & PermanentError {
+  return Object.assign(err, { permanent: true as const })
+}
+
+export function isPermanent (err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { permanent?: unknown }).permanent === true
 }
 
 export interface ObjectInfo {
@@ -34,7 +52,10 @@ export interface Connection {
   readonly type: string
   readonly name: string
   readonly capabilities: ConnectionCapabilities
-  /** Writes a whole object; replaces an existing one under the same key, atomically for readers. */
+  /**
+   * Writes a whole object, streaming the body; replaces an existing one under the same key,
+   * atomically for readers. Rejects with a PermanentError when retrying cannot succeed.
+   */
   put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void>
   /** Opens an object for reading; rejects with EVS_ERR_CONNECTION_NOT_FOUND when it does not exist. */
   read(key: string): Promise<Readable>

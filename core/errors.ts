@@ -39,6 +39,10 @@ export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>
 
 export const EVS_ERR_DESTINATION_UNAVAILABLE = createError<'EVS_ERR_DESTINATION_UNAVAILABLE', 503, [string, string]>(
   'EVS_ERR_DESTINATION_UNAVAILABLE', 'Destination "%s" could not store the events (%s); retry later', 503)
+export const EVS_ERR_SPOOL_FULL = createError<'EVS_ERR_SPOOL_FULL', 503, [string, number, number]>(
+  'EVS_ERR_SPOOL_FULL',
+  'Destination "%s" has %d bytes waiting for upload, at its spoolMaxBytes limit of %d: its store is slow or down; retry later', 503)
+
 export const EVS_ERR_CONNECTION_KEY_INVALID = createError<'EVS_ERR_CONNECTION_KEY_INVALID', 500, [string, string]>(
   'EVS_ERR_CONNECTION_KEY_INVALID', 'Connection "%s" refused key "%s": keys are relative, "/"-separated, without "." or ".." segments', 500)
 export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_FOUND', 404, [string, string]>(

@@ -133,7 +133,9 @@ export async function ingestRoutes (fastify: FastifyInstance, options: IngestOpt
     try {
       await destination.accept(batch)
     } catch (err) {
-      const e = err as NodeJS.ErrnoException
+      const e = err as NodeJS.ErrnoException & { statusCode?: number }
+      // A destination's own answer (e.g. its spool is full) says more than a generic one.
+      if (e.code?.startsWith('EVS_ERR_') === true && e.statusCode !== undefined) throw e
       fastify.log.error({ destination: destination.name, err: e }, 'destination could not store events')
       throw new EVS_ERR_DESTINATION_UNAVAILABLE(destination.name, e.code ?? e.message)
     }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { EVS_ERR_CONNECTION_KEY_INVALID } from './errors.js'
 
 // Topic and routing key are untrusted: they become folder names. Encoding (never dropping) keeps the
 // path inside the destination's root on every backend and keeps distinct values distinct.
@@ -42,4 +43,9 @@ export function isSafeKey (key: string): boolean {
     if (segment === '' || segment === '.' || segment === '..') return false
   }
   return true
+}
+
+/** For connections: throws EVS_ERR_CONNECTION_KEY_INVALID unless `key` is safe. */
+export function assertSafeKey (connection: string, key: string): void {
+  if (!isSafeKey(key)) throw new EVS_ERR_CONNECTION_KEY_INVALID(connection, key.slice(0, 200))
 }

@@ -25,7 +25,10 @@ type PluginModule = { default?: unknown }
 // Built-in types are imported only when settings use them, so an unused cloud SDK never loads.
 export const builtinTypes: Readonly<Record<string, () => Promise<PluginModule>>> = {
   filesystem: async () => await import('../plugins/filesystem/index.js'),
-  files: async () => await import('../plugins/files/index.js')
+  files: async () => await import('../plugins/files/index.js'),
+  s3: async () => await import('../plugins/s3/index.js'),
+  'azure-blob': async () => await import('../plugins/azure-blob/index.js'),
+  gcs: async () => await import('../plugins/gcs/index.js')
 }
 
 function createTypeRegistry (): TypeRegistry {
@@ -89,8 +92,24 @@ export async function importPlugin (spec: string, baseDir: string): Promise<Fast
   return asPlugin(spec, module)
 }
 
+// Cloud SDKs are optional dependencies: an admin may install only the ones they use.
+const SDK_PACKAGES: Readonly<Record<string, string>> = {
+  s3: '@aws-sdk/client-s3 @aws-sdk/lib-storage',
+  'azure-blob': '@azure/storage-blob @azure/identity',
+  gcs: '@google-cloud/storage'
+}
+
 export async function importBuiltin (type: string): Promise<FastifyPluginAsync | undefined> {
   const load = builtinTypes[type]
   if (load === undefined) return undefined
-  return asPlugin(type, await load())
+  let module: PluginModule
+  try {
+    module = await load()
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && SDK_PACKAGES[type] !== undefined
+    throw new EVS_ERR_PLUGIN_LOAD(type, missing
+      ? `${(err as Error).message.split('\n')[0]}; connections of type "${type}" need: npm install ${SDK_PACKAGES[type]}`
+      : (err as Error).message)
+  }
+  return asPlugin(type, module)
 }

@@ -169,18 +169,57 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
   return fastify
 }
 
+export interface ConnectionProbe {
+  name: string
+  type: string
+  ok: boolean
+  /** The store's own message when the probe failed. */
+  error?: string
+}
+
+export interface CheckResult {
+  problems: SettingsProblem[]
+  warnings: string[]
+  /** With `probeConnections`: one entry per connection, when settings are valid. */
+  probes?: ConnectionProbe[]
+}
+
+const PROBE_TIMEOUT_MS = 30_000
+
+async function probe (connection: Connection): Promise<ConnectionProbe> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      connection.check(),
+      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS / 1000} s`)), PROBE_TIMEOUT_MS) })
+    ])
+    return { name: connection.name, type: connection.type, ok: true }
+  } catch (err) {
+    const e = err as Error & { code?: unknown }
+    return { name: connection.name, type: connection.type, ok: false, error: `${typeof e.code === 'string' ? `${e.code}: ` : ''}${e.message}` }
+  } finally {
+    clearTimeout(timer)
+    await connection.close().catch(() => {})
+  }
+}
+
 /**
  * Validates a settings document as `buildServer` would, loading the plugins it names, without
- * creating connections or destinations. Returns every problem found.
+ * creating destinations. With `probeConnections`, also writes and deletes a probe object through
+ * every connection and reports, per connection, whether that worked.
  */
-export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): Promise<{ problems: SettingsProblem[], warnings: string[], settings?: Settings }> {
+export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: { probeConnections?: boolean } = {}): Promise<CheckResult> {
   const core = parseCoreSettings(document, env)
   if (!core.ok) return { problems: core.problems, warnings: core.warnings }
   const fastify = Fastify({ logger: false })
   try {
     await registerTypes(fastify, core.settings, baseDir)
     const types = resolveTypes(fastify.eventServerTypes, core.settings, baseDir, fastify.log)
-    return { problems: types.ok ? [] : types.problems, warnings: core.warnings, settings: core.settings }
+    if (!types.ok) return { problems: types.problems, warnings: core.warnings }
+    if (options.probeConnections !== true) return { problems: [], warnings: core.warnings }
+    const probes = await Promise.all(types.connections.map(async ({ name, definition, options: connectionOptions }) =>
+      await probe(definition.create(connectionOptions, { name, baseDir, logger: fastify.log }))))
+    return { problems: [], warnings: core.warnings, probes }
   } finally {
     await fastify.close()
   }

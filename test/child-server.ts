@@ -13,8 +13,8 @@ export interface ChildServer {
 }
 
 /** Runs the real command line (`dss-event-server start`) as its own process; resolves once it listens. */
-export async function spawnServer (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<ChildServer> {
-  const child = spawn(process.execPath, [BIN, 'start', '--host', '127.0.0.1', '--port', '0', ...args], {
+export async function spawnServer (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<ChildServer> {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'start', '--host', '127.0.0.1', '--port', '0', ...args], {
     cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe']

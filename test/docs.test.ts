@@ -5,6 +5,9 @@ import * as errors from '../core/errors.js'
 import { DestinationCommonSchema, SecuritySettingsSchema, ServerSettingsSchema } from '../core/schemas/settings.js'
 import { FilesDestinationSchema } from '../plugins/files/index.js'
 import { FilesystemOptionsSchema } from '../plugins/filesystem/index.js'
+import { S3OptionsSchema } from '../plugins/s3/index.js'
+import { AzureBlobOptionsSchema } from '../plugins/azure-blob/index.js'
+import { GcsOptionsSchema } from '../plugins/gcs/index.js'
 
 const root = join(import.meta.dirname, '..')
 
@@ -18,7 +21,7 @@ describe('the docs stay true to the code', () => {
 
   it('docs/settings.md documents every settings field', async () => {
     const doc = await readFile(join(root, 'docs', 'settings.md'), 'utf8')
-    const fields = [ServerSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, FilesystemOptionsSchema]
+    const fields = [ServerSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, FilesystemOptionsSchema, S3OptionsSchema, AzureBlobOptionsSchema, GcsOptionsSchema]
       .flatMap((schema) => Object.keys(schema.properties))
     expect(fields.filter((field) => !doc.includes(`| \`${field}\` |`))).toEqual([])
   })

@@ -1,16 +1,38 @@
-import { join } from 'node:path'
+import { readdir, stat } from 'node:fs/promises'
+import { basename, dirname, join, relative, resolve, sep } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Connection } from '../../core/connection.js'
 import type { Destination, DestinationCheckContext, DestinationContext, RoutedEvent } from '../../core/destination.js'
-import { EVS_ERR_CONNECTION_CAPABILITY, EVS_ERR_RECOVERY } from '../../core/errors.js'
+import { EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL } from '../../core/errors.js'
+import { assertSafeKey } from '../../core/path-encoding.js'
 import { ZonedTime, type TimeParts } from '../../core/time.js'
 import type { SettingsProblem } from '../../core/validation.js'
 import { Journal } from './journal.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
-import { PartitionWriter } from './partition-writer.js'
+import { PartitionWriter, type SealedFile } from './partition-writer.js'
 import { repairFile } from './recovery.js'
+import { Uploader, type SpoolFile } from './uploader.js'
+
+/** Files in the spool, as keys relative to it; folders emptied by uploads are not files. */
+async function spoolFiles (spoolDir: string): Promise<SpoolFile[]> {
+  let entries
+  try {
+    entries = await readdir(spoolDir, { recursive: true, withFileTypes: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+  const files: SpoolFile[] = []
+  for (const entry of entries) {
+    if (!entry.isFile()) continue
+    const path = join(entry.parentPath, entry.name)
+    const info = await stat(path)
+    files.push({ key: relative(spoolDir, path).split(sep).join('/'), path, size: info.size, since: info.mtimeMs })
+  }
+  return files.sort((a, b) => a.since - b.since)
+}
 
 const literals = <T extends string>(values: readonly T[], defaultValue: T) =>
   Type.Union(values.map((v) => Type.Literal(v)), { default: defaultValue })
@@ -23,20 +45,29 @@ export const FilesDestinationSchema = Type.Object({
   partitioningPeriod: literals(['MONTH', 'DAY', 'HOUR'] as const, 'HOUR'),
   pathFormat: Type.Optional(Type.String({ minLength: 1, description: 'overrides the folder layout; tokens %{topic} %{routingKey} %Y %M %D %H' })),
   flushEveryBytes: Type.Integer({ default: 100 * 1024 * 1024, minimum: 0 }),
-  flushEveryS: Type.Number({ default: 0, minimum: 0 }),
+  flushEveryS: Type.Optional(Type.Number({ minimum: 0, description: 'default: 0 on an appendable connection (filesystem), 300 on object stores' })),
   compression: literals(['none', 'gzip'] as const, 'none'),
   durability: literals(['fsync', 'write'] as const, 'fsync'),
-  maxOpenFiles: Type.Integer({ default: 256, minimum: 1 })
+  maxOpenFiles: Type.Integer({ default: 256, minimum: 1 }),
+  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores only; default <stateDir>/<destination>/spool' })),
+  spoolMaxBytes: Type.Integer({ default: 1024 ** 3, minimum: 1 }),
+  maxConcurrentUploads: Type.Integer({ default: 4, minimum: 1, maximum: 64 }),
+  uploadRetryInitialS: Type.Number({ default: 1, exclusiveMinimum: 0 }),
+  uploadRetryMaxS: Type.Number({ default: 300, exclusiveMinimum: 0 }),
+  uploadShutdownGraceS: Type.Number({ default: 10, minimum: 0 })
 }, { additionalProperties: false })
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
 
 const MAINTENANCE_INTERVAL_MS = 1000
+const OBJECT_STORE_FLUSH_EVERY_S = 300
 const FOLDER_CACHE_LIMIT = 10_000
 
 /**
  * Writes routed events as JSON lines into `<path>/<topic>/<routing-key>/<period>/` files of a
- * connection. On a connection that can append (the filesystem) the files written are the output.
+ * connection. On a connection that can append (the filesystem) the files written are the output;
+ * on an object store they are written the same way into a local spool, and each sealed file is
+ * uploaded as one object under the same key, then deleted from the spool.
  */
 export class FilesDestination implements Destination {
   readonly name: string
@@ -47,6 +78,8 @@ export class FilesDestination implements Destination {
   #connection: Connection | undefined
   #writer: PartitionWriter | undefined
   #journal: Journal | undefined
+  #uploader: Uploader | undefined
+  #spoolBytes = 0
   #timer: NodeJS.Timeout | undefined
   #closed = false
   // Folder per topic and routing key for the current period: encoding is done once, not per event.
@@ -62,18 +95,25 @@ export class FilesDestination implements Destination {
   }
 
   async open (): Promise<void> {
-    const connection = this.#context.connection(this.#options.connection)
-    if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${this.#options.connection}" is not defined`)
-    const localPath = connection.localPath?.bind(connection)
-    if (!connection.capabilities.append || localPath === undefined) {
-      throw new EVS_ERR_CONNECTION_CAPABILITY(connection.name, 'appending to files')
-    }
+    const options = this.#options
+    const context = this.#context
+    const connection = context.connection(options.connection)
+    if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
-    const journal = await Journal.load(this.#context.stateDir)
-    const logger = this.#context.logger
+    const appendable = connection.capabilities.append && connection.localPath !== undefined
+    const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
+    const localPath = appendable
+      ? (connection.localPath as (key: string) => string).bind(connection)
+      : (key: string): string => {
+          assertSafeKey(this.name, key)
+          return join(spoolDir, ...key.split('/'))
+        }
+    const logger = context.logger
+    const journal = await Journal.load(context.stateDir)
+    this.#journal = journal
     for (const entry of journal.unsealed()) {
       try {
-        const result = await repairFile(localPath(entry.key), this.#options.compression, join(this.#context.stateDir, 'torn'), logger)
+        const result = await repairFile(localPath(entry.key), options.compression, join(context.stateDir, 'torn'), logger)
         logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
       } catch (err) {
         throw new EVS_ERR_RECOVERY(this.name, `${entry.key}: ${(err as Error).message}`)
@@ -81,27 +121,55 @@ export class FilesDestination implements Destination {
       await journal.sealed(entry.seq)
     }
     await journal.compact()
-    const extension = this.#options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
-    const prefix = `${this.#context.instanceId}_${this.name}_`
+
+    if (!appendable) {
+      const uploader = new Uploader({
+        connection,
+        spoolDir,
+        quarantineDir: join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`),
+        concurrency: options.maxConcurrentUploads,
+        retryInitialMs: options.uploadRetryInitialS * 1000,
+        retryMaxMs: options.uploadRetryMaxS * 1000,
+        logger,
+        now: context.now,
+        onRemoved: (bytes) => { this.#spoolBytes -= bytes }
+      })
+      this.#uploader = uploader
+      // Every file left in the spool is sealed now: upload it again under its own key.
+      const left = await spoolFiles(spoolDir)
+      for (const file of left) {
+        this.#spoolBytes += file.size
+        uploader.enqueue(file)
+      }
+      if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
+    }
+
+    const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
+    const prefix = `${context.instanceId}_${this.name}_`
+    const uploader = this.#uploader
     this.#writer = new PartitionWriter({
       localPath,
       fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
-      compression: this.#options.compression,
-      durability: this.#options.durability,
-      flushEveryBytes: this.#options.flushEveryBytes,
-      flushEveryS: this.#options.flushEveryS,
-      maxOpenFiles: this.#options.maxOpenFiles,
+      compression: options.compression,
+      durability: options.durability,
+      flushEveryBytes: options.flushEveryBytes,
+      flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
+      maxOpenFiles: options.maxOpenFiles,
       journal,
       logger,
-      now: this.#context.now
+      now: context.now,
+      onWritten: (bytes) => { this.#spoolBytes += bytes },
+      ...(uploader !== undefined ? { onSealed: (file: SealedFile) => uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) } : {})
     })
-    this.#journal = journal
     this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
   }
 
   async accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
     if (writer === undefined || this.#closed) throw new Error(`destination ${this.name} is not open`)
+    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+      throw new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes)
+    }
     let lastAt = Number.NaN
     let parts: TimeParts | undefined
     let period = ''
@@ -143,6 +211,7 @@ export class FilesDestination implements Destination {
 
   async flush (): Promise<void> {
     await this.#writer?.flush()
+    await this.#uploader?.drain()
   }
 
   async close (): Promise<void> {
@@ -150,11 +219,16 @@ export class FilesDestination implements Destination {
     this.#closed = true
     if (this.#timer !== undefined) clearInterval(this.#timer)
     await this.#writer?.flush()
+    await this.#uploader?.close(this.#options.uploadShutdownGraceS * 1000)
     await this.#journal?.close()
   }
 
   stats (): Record<string, unknown> {
-    return { ...this.#writer?.stats, connection: this.#connection?.name }
+    return {
+      connection: this.#connection?.name,
+      ...this.#writer?.stats,
+      ...(this.#uploader !== undefined ? { spoolBytes: this.#spoolBytes, uploads: { ...this.#uploader.stats } } : {})
+    }
   }
 }
 

@@ -27,6 +27,8 @@ export interface WriterOptions {
   journal: Journal
   logger: FastifyBaseLogger
   now(): number
+  /** Called with the bytes each write added to disk. */
+  onWritten?(bytes: number): void
   /** Called once a file is complete, closed and durable. */
   onSealed?(file: SealedFile): void
 }
@@ -36,6 +38,8 @@ export interface SealedFile {
   readonly key: string
   readonly path: string
   readonly size: number
+  /** When the file was started: its oldest event is at most this old. */
+  readonly openedAt: number
 }
 
 export interface WriterStats {
@@ -207,6 +211,7 @@ export class PartitionWriter {
         }
         file.size += written
         this.stats.bytesWritten += written
+        this.#options.onWritten?.(written)
         this.stats.linesWritten += count
         waiter?.resolve()
       } catch (err) {
@@ -229,6 +234,8 @@ export class PartitionWriter {
       try {
         file.handle = await open(path, 'ax')
       } catch (err) {
+        // The uploader removed the emptied folder in between: make it again.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
         // The state folder was lost or reset: never write into a file this writer did not create.
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
         await journal.sealed(file.seq)
@@ -268,7 +275,7 @@ export class PartitionWriter {
     }
     if (handle !== undefined) {
       this.stats.filesSealed++
-      this.#options.onSealed?.({ seq: file.seq, key: file.key, path, size: file.size })
+      this.#options.onSealed?.({ seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt })
     }
   }
 }

@@ -1,0 +1,208 @@
+import { createReadStream } from 'node:fs'
+import { mkdir, rename, rmdir, unlink } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import type { FastifyBaseLogger } from 'fastify'
+import { isPermanent, type Connection } from '../../core/connection.js'
+import { fsyncDir } from '../../core/fs-sync.js'
+
+export interface SpoolFile {
+  readonly key: string
+  readonly path: string
+  readonly size: number
+  /** When its first event was received; for the age of the oldest pending event. */
+  readonly since: number
+}
+
+export interface UploaderOptions {
+  connection: Connection
+  spoolDir: string
+  quarantineDir: string
+  concurrency: number
+  retryInitialMs: number
+  retryMaxMs: number
+  logger: FastifyBaseLogger
+  now(): number
+  /** Called when a file left the spool (uploaded or quarantined) with its size. */
+  onRemoved(bytes: number): void
+}
+
+export interface UploaderStats {
+  uploaded: number
+  uploadedBytes: number
+  retries: number
+  quarantined: number
+  pending: number
+  pendingBytes: number
+  oldestPendingSince: number | null
+  lastError: { message: string, at: string } | null
+}
+
+interface Job {
+  file: SpoolFile
+  attempt: number
+}
+
+function contentTypeOf (key: string): { contentType: string } {
+  // `.gz` objects are stored as gzip files, not with Content-Encoding: clients would otherwise
+  // decompress them on download and readers expecting gzip would break.
+  return { contentType: key.endsWith('.gz') ? 'application/gzip' : 'application/x-ndjson' }
+}
+
+/**
+ * Ships sealed spool files to an object store, each as one object under its deterministic key,
+ * a few at a time. A file leaves the spool only once the store confirmed the whole object; a
+ * failure is retried with exponential backoff and jitter, forever unless the store says retrying
+ * cannot help (then the file moves to the quarantine folder).
+ */
+export class Uploader {
+  readonly #options: UploaderOptions
+  readonly #queue: Job[] = []
+  readonly #waiting = new Map<Job, NodeJS.Timeout>()
+  readonly #running = new Map<Job, AbortController>()
+  #closed = false
+  #idle: Array<() => void> = []
+  readonly stats: UploaderStats = {
+    uploaded: 0, uploadedBytes: 0, retries: 0, quarantined: 0, pending: 0, pendingBytes: 0, oldestPendingSince: null, lastError: null
+  }
+
+  readonly #pending = new Set<SpoolFile>()
+
+  constructor (options: UploaderOptions) {
+    this.#options = options
+  }
+
+  enqueue (file: SpoolFile): void {
+    this.#pending.add(file)
+    this.#refreshPending()
+    this.#queue.push({ file, attempt: 0 })
+    this.#pump()
+  }
+
+  /** Resolves once nothing is queued, waiting for a retry or uploading. */
+  async drain (): Promise<void> {
+    if (this.#pending.size === 0) return
+    await new Promise<void>((resolve) => this.#idle.push(resolve))
+  }
+
+  /**
+   * Stops: no new upload or retry starts; uploads under way get `graceMs` to finish, then are
+   * aborted. Whatever is not uploaded stays in the spool for the next start.
+   */
+  async close (graceMs: number): Promise<void> {
+    this.#closed = true
+    for (const timer of this.#waiting.values()) clearTimeout(timer)
+    this.#waiting.clear()
+    if (this.#running.size === 0) return
+    const finished = new Promise<void>((resolve) => this.#idle.push(resolve))
+    const timer = setTimeout(() => {
+      for (const controller of this.#running.values()) controller.abort(new Error('shutting down'))
+    }, graceMs)
+    await finished
+    clearTimeout(timer)
+  }
+
+  #refreshPending (): void {
+    let bytes = 0
+    let oldest: number | null = null
+    for (const file of this.#pending) {
+      bytes += file.size
+      if (oldest === null || file.since < oldest) oldest = file.since
+    }
+    this.stats.pending = this.#pending.size
+    this.stats.pendingBytes = bytes
+    this.stats.oldestPendingSince = oldest
+  }
+
+  #pump (): void {
+    while (!this.#closed && this.#running.size < this.#options.concurrency && this.#queue.length > 0) {
+      const job = this.#queue.shift() as Job
+      const controller = new AbortController()
+      this.#running.set(job, controller)
+      void this.#run(job, controller.signal).finally(() => {
+        this.#running.delete(job)
+        this.#pump()
+        this.#notifyIdle()
+      })
+    }
+  }
+
+  #notifyIdle (): void {
+    const idle = this.#pending.size === 0 || (this.#closed && this.#running.size === 0)
+    if (!idle) return
+    const waiters = this.#idle
+    this.#idle = []
+    for (const resolve of waiters) resolve()
+  }
+
+  async #run (job: Job, signal: AbortSignal): Promise<void> {
+    const { connection, logger } = this.#options
+    const { file } = job
+    try {
+      await connection.put(file.key, createReadStream(file.path), { ...contentTypeOf(file.key), size: file.size, signal })
+    } catch (err) {
+      this.stats.lastError = { message: (err as Error).message, at: new Date(this.#options.now()).toISOString() }
+      if (isPermanent(err)) {
+        await this.#quarantine(file, err as Error)
+        return
+      }
+      if (this.#closed) return
+      this.stats.retries++
+      const delay = this.#backoff(job.attempt)
+      logger.warn({ key: file.key, attempt: job.attempt + 1, retryInS: Math.round(delay / 100) / 10, err: { message: (err as Error).message, code: (err as { code?: string }).code } },
+        'upload failed; the file stays in the spool and will be retried')
+      const timer = setTimeout(() => {
+        this.#waiting.delete(job)
+        this.#queue.push({ file, attempt: job.attempt + 1 })
+        this.#pump()
+      }, delay)
+      timer.unref()
+      this.#waiting.set(job, timer)
+      return
+    }
+    try {
+      await unlink(file.path)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    this.stats.uploaded++
+    this.stats.uploadedBytes += file.size
+    this.#removed(file)
+    logger.debug({ key: file.key, bytes: file.size }, 'uploaded')
+    await this.#pruneFolders(dirname(file.path))
+  }
+
+  #removed (file: SpoolFile): void {
+    this.#pending.delete(file)
+    this.#refreshPending()
+    this.#options.onRemoved(file.size)
+  }
+
+  #backoff (attempt: number): number {
+    const { retryInitialMs, retryMaxMs } = this.#options
+    const ceiling = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(attempt, 30))
+    return ceiling / 2 + Math.random() * ceiling / 2
+  }
+
+  async #quarantine (file: SpoolFile, err: Error): Promise<void> {
+    const target = join(this.#options.quarantineDir, ...file.key.split('/'))
+    await mkdir(dirname(target), { recursive: true })
+    await rename(file.path, target)
+    await fsyncDir(dirname(target))
+    this.stats.quarantined++
+    this.#removed(file)
+    this.#options.logger.error({ key: file.key, quarantinedAt: target, err: { message: err.message, code: (err as { code?: string }).code } },
+      'the store refused the upload and retrying cannot help: the file is kept in quarantine (see README, "Replaying quarantined files")')
+    await this.#pruneFolders(dirname(file.path))
+  }
+
+  /** Removes folders the spool no longer needs; the writer recreates one if it races with this. */
+  async #pruneFolders (folder: string): Promise<void> {
+    for (let current = folder; current.startsWith(this.#options.spoolDir + '/'); current = dirname(current)) {
+      try {
+        await rmdir(current)
+      } catch {
+        return
+      }
+    }
+  }
+}

@@ -1,0 +1,185 @@
+import { randomBytes } from 'node:crypto'
+import { Readable } from 'node:stream'
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
+import {
+  DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig
+} from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { markPermanent, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
+import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
+import { assertSafeKey } from '../../core/path-encoding.js'
+import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+
+const Checksum = Type.Union([Type.Literal('WHEN_SUPPORTED'), Type.Literal('WHEN_REQUIRED')], { default: 'WHEN_SUPPORTED' })
+
+export const S3OptionsSchema = Type.Object({
+  bucket: Type.String({ minLength: 3 }),
+  prefix: Type.String({ default: '', description: 'key prefix inside the bucket, e.g. "audit/"' }),
+  region: Type.Optional(Type.String({ minLength: 1, description: 'default: AWS_REGION, the shared config, or us-east-1' })),
+  endpoint: Type.Optional(Type.String({ minLength: 1, description: 'for S3-compatible stores (MinIO, Ceph...)' })),
+  forcePathStyle: Type.Boolean({ default: false }),
+  accessKeyId: Type.Optional(Type.String({ minLength: 1 })),
+  secretAccessKey: Type.Optional(Type.String({ minLength: 1 })),
+  sessionToken: Type.Optional(Type.String({ minLength: 1 })),
+  requestChecksumCalculation: Checksum,
+  responseChecksumValidation: Checksum,
+  partSizeBytes: Type.Integer({ default: 8 * 1024 * 1024, minimum: 5 * 1024 * 1024 }),
+  uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 }),
+  storageClass: Type.Optional(Type.String({ minLength: 1 })),
+  serverSideEncryption: Type.Optional(Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms'), Type.Literal('aws:kms:dsse')])),
+  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 }))
+}, { additionalProperties: false })
+
+export type S3Options = Static<typeof S3OptionsSchema>
+
+// Errors that retrying cannot fix: the file is kept aside rather than retried forever.
+const PERMANENT_NAMES = new Set([
+  'AccessDenied', 'AllAccessDisabled', 'NoSuchBucket', 'InvalidBucketName', 'InvalidAccessKeyId',
+  'SignatureDoesNotMatch', 'AccountProblem', 'InvalidObjectState', 'KMS.DisabledException', 'KMS.NotFoundException'
+])
+
+function classify (err: unknown): never {
+  const e = err as Error & { $metadata?: { httpStatusCode?: number }, name: string }
+  const status = e.$metadata?.httpStatusCode
+  if (PERMANENT_NAMES.has(e.name) || status === 403 || (status === 404 && e.name !== 'NoSuchKey')) throw markPermanent(e)
+  throw e
+}
+
+export class S3Connection implements Connection {
+  readonly type = 's3'
+  readonly name: string
+  readonly capabilities = { append: false } as const
+  readonly #options: S3Options
+  readonly #prefix: string
+  #client: S3Client | undefined
+
+  constructor (options: S3Options, context: Pick<ConnectionContext, 'name'>) {
+    this.name = context.name
+    this.#options = options
+    this.#prefix = joinPrefix(options.prefix)
+  }
+
+  // Created on first use: constructing the connection makes no call and reads no credentials.
+  get #s3 (): S3Client {
+    if (this.#client === undefined) {
+      const o = this.#options
+      const config: S3ClientConfig = {
+        region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+        forcePathStyle: o.forcePathStyle,
+        requestChecksumCalculation: o.requestChecksumCalculation,
+        responseChecksumValidation: o.responseChecksumValidation
+      }
+      if (o.endpoint !== undefined) config.endpoint = o.endpoint
+      // Without static keys the SDK's default chain applies: env, shared profile, SSO, web identity, container and instance roles.
+      if (o.accessKeyId !== undefined && o.secretAccessKey !== undefined) {
+        config.credentials = { accessKeyId: o.accessKeyId, secretAccessKey: o.secretAccessKey, ...(o.sessionToken !== undefined ? { sessionToken: o.sessionToken } : {}) }
+      }
+      this.#client = new S3Client(config)
+    }
+    return this.#client
+  }
+
+  #key (key: string): string {
+    assertSafeKey(this.name, key)
+    return this.#prefix + key
+  }
+
+  async put (key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
+    const o = this.#options
+    const upload = new Upload({
+      client: this.#s3,
+      queueSize: o.uploadConcurrency,
+      partSize: o.partSizeBytes,
+      leavePartsOnError: false,
+      params: {
+        Bucket: o.bucket,
+        Key: this.#key(key),
+        Body: body,
+        ...(options.contentType !== undefined ? { ContentType: options.contentType } : {}),
+        ...(options.contentEncoding !== undefined ? { ContentEncoding: options.contentEncoding } : {}),
+        ...(o.storageClass !== undefined ? { StorageClass: o.storageClass as never } : {}),
+        ...(o.serverSideEncryption !== undefined ? { ServerSideEncryption: o.serverSideEncryption } : {}),
+        ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {})
+      }
+    })
+    const onAbort = (): void => { void upload.abort() }
+    options.signal?.addEventListener('abort', onAbort, { once: true })
+    // A body stream that fails must fail the upload, not leave it waiting.
+    const bodyError = new Promise<never>((_resolve, reject) => {
+      if (!Buffer.isBuffer(body)) body.once('error', (err) => { void upload.abort(); reject(err) })
+    })
+    bodyError.catch(() => {})
+    try {
+      await Promise.race([upload.done(), bodyError])
+    } catch (err) {
+      classify(err)
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  async read (key: string): Promise<Readable> {
+    try {
+      const res = await this.#s3.send(new GetObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) }))
+      return res.Body as Readable
+    } catch (err) {
+      if ((err as Error).name === 'NoSuchKey' || (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) {
+        throw new EVS_ERR_CONNECTION_NOT_FOUND(this.name, key)
+      }
+      classify(err)
+    }
+  }
+
+  async * list (prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined
+    do {
+      const res = await this.#s3.send(new ListObjectsV2Command({
+        Bucket: this.#options.bucket,
+        Prefix: this.#prefix + prefix,
+        ...(token !== undefined ? { ContinuationToken: token } : {})
+      })).catch(classify)
+      for (const item of res.Contents ?? []) {
+        if (item.Key === undefined) continue
+        yield { key: item.Key.slice(this.#prefix.length), size: item.Size ?? 0 }
+      }
+      token = res.IsTruncated === true ? res.NextContinuationToken : undefined
+    } while (token !== undefined)
+  }
+
+  async delete (key: string): Promise<void> {
+    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch(classify)
+  }
+
+  async check (): Promise<void> {
+    const probe = `.dss-event-server-probe-${randomBytes(6).toString('hex')}`
+    await this.put(probe, Buffer.from('probe\n'), { contentType: 'text/plain' })
+    await this.delete(probe)
+  }
+
+  async close (): Promise<void> {
+    this.#client?.destroy()
+    this.#client = undefined
+  }
+}
+
+async function s3Connection (fastify: FastifyInstance): Promise<void> {
+  fastify.eventServerTypes.registerConnectionType({
+    type: 's3',
+    schema: S3OptionsSchema,
+    check: (options: S3Options) => [
+      ...checkPrefix(options.prefix),
+      ...((options.accessKeyId === undefined) !== (options.secretAccessKey === undefined)
+        ? [{ path: options.accessKeyId === undefined ? '/accessKeyId' : '/secretAccessKey', message: 'expected accessKeyId and secretAccessKey together (or neither, for the SDK default credential chain)' }]
+        : [])
+    ],
+    create: (options: S3Options, context) => new S3Connection(options, context)
+  })
+}
+
+export default fp(s3Connection, {
+  fastify: '5.x',
+  name: 'dss-event-server-s3',
+  dependencies: ['dss-event-server-types']
+})

@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { randomBytes } from 'node:crypto'
+import { classifyGcsError, GcsConnection, type GcsOptions } from '../plugins/gcs/index.js'
+import { describeConnection } from './conformance/describe-connection.js'
+import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
+import { startGcs, type GcsEmulator } from './emulators/gcs.js'
+import { checkSettings } from '../core/server.js'
+import { tempDir } from './helpers.js'
+
+let gcs: GcsEmulator
+
+beforeAll(async () => {
+  gcs = await startGcs()
+})
+
+afterAll(async () => {
+  await gcs.dispose()
+})
+
+function options (extra: Partial<GcsOptions> = {}): GcsOptions {
+  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', ...extra }
+}
+
+describeConnection('gcs (Cloud Storage emulator)', {
+  create: async () => new GcsConnection(options(), { name: 'gcs', baseDir: process.cwd() })
+})
+
+describeConnection('gcs (Cloud Storage emulator, simple uploads)', {
+  create: async () => new GcsConnection(options({ uploadMode: 'simple' }), { name: 'gcs', baseDir: process.cwd() })
+})
+
+describe('gcs connection', () => {
+  it('treats refusals (400, 401, 403, 404) as permanent and everything else as worth retrying', () => {
+    const withCode = (code: number | string) => Object.assign(new Error(`status ${code}`), { code })
+    for (const code of [400, 401, 403, 404]) expect(classifyGcsError(withCode(code))).toMatchObject({ permanent: true })
+    for (const code of [408, 429, 500, 503, 'ECONNREFUSED']) expect(classifyGcsError(withCode(code))).not.toHaveProperty('permanent')
+  })
+
+  it('rejects inline credentials that are not JSON without echoing them', async () => {
+    const { problems } = await checkSettings({
+      connections: { g: { type: 'gcs', bucket: 'evs', credentials: 'secret-not-json' } },
+      destinations: [{ name: 'd', connection: 'g' }]
+    }, await tempDir())
+    expect(problems).toEqual([{ path: '/connections/g/credentials', message: 'expected the JSON of a service account key' }])
+  })
+})
+
+describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
+  connection: (prefix) => ({ type: 'gcs', ...options({ prefix }) }),
+  reader: (prefix) => new GcsConnection(options({ prefix }), { name: 'reader', baseDir: process.cwd() }),
+  refusing: { unsupported: 'the Cloud Storage emulator accepts uploads to any bucket and ignores credentials; see the classification test above' },
+  stop: async () => await gcs.stop(),
+  restart: async () => await gcs.restart()
+})
