@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { buildServer, checkSettings } from '../core/server.js'
 import { parseCoreSettings } from '../core/settings.js'
 import { fsSettings, listFiles, readEvents, start, tempDir } from './helpers.js'
+import { spawnServer } from './child-server.js'
 
 const run = promisify(execFile)
 const BIN = join(import.meta.dirname, '..', 'bin', 'dss-event-server.js')
@@ -171,6 +172,18 @@ describe('a DSS eventServerSettings block', () => {
 })
 
 describe('settings files and the command line', () => {
+  it('`start` with no settings file runs the embedded default: every topic into ./data/events', async () => {
+    const dir = await tempDir()
+    const server = await spawnServer([], dir)
+    const res = await fetch(`${server.url}/events`, { method: 'POST', body: JSON.stringify({ topic: 'generic', routingKey: 'rk-1', msgType: 'm' }) })
+    expect(res.status).toBe(200)
+    server.process.kill('SIGTERM')
+    expect(await server.exited).toBe(0)
+    const events = await readEvents(join(dir, 'data', 'events'))
+    expect(events.map((e) => e.file.split('/').slice(0, 2).join('/'))).toEqual(['generic/rk-1'])
+    expect(server.output()).toContain('no destination is defined: using the default destination')
+  })
+
   it('`check` validates a YAML file: exit 0 when valid, 1 with every problem and its path otherwise', async () => {
     const dir = await tempDir()
     await writeFile(join(dir, 'good.yaml'), 'connections:\n  local: { type: filesystem, root: ./out }\ndestinations:\n  - { name: all, connection: local }\n')

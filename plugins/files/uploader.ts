@@ -118,7 +118,11 @@ export class Uploader {
       const job = this.#queue.shift() as Job
       const controller = new AbortController()
       this.#running.set(job, controller)
-      void this.#run(job, controller.signal).finally(() => {
+      void this.#run(job, controller.signal).catch((err: unknown) => {
+        // Local trouble (the spool's disk): keep the file and try again later.
+        this.#options.logger.error({ key: job.file.key, err }, 'handling an upload failed locally; will retry')
+        this.#retryLater(job)
+      }).finally(() => {
         this.#running.delete(job)
         this.#pump()
         this.#notifyIdle()
@@ -145,18 +149,9 @@ export class Uploader {
         await this.#quarantine(file, err as Error)
         return
       }
-      if (this.#closed) return
-      this.stats.retries++
-      const delay = this.#backoff(job.attempt)
-      logger.warn({ key: file.key, attempt: job.attempt + 1, retryInS: Math.round(delay / 100) / 10, err: { message: (err as Error).message, code: (err as { code?: string }).code } },
+      logger.warn({ key: file.key, attempt: job.attempt + 1, err: { message: (err as Error).message, code: (err as { code?: string }).code } },
         'upload failed; the file stays in the spool and will be retried')
-      const timer = setTimeout(() => {
-        this.#waiting.delete(job)
-        this.#queue.push({ file, attempt: job.attempt + 1 })
-        this.#pump()
-      }, delay)
-      timer.unref()
-      this.#waiting.set(job, timer)
+      this.#retryLater(job)
       return
     }
     try {
@@ -169,6 +164,18 @@ export class Uploader {
     this.#removed(file)
     logger.debug({ key: file.key, bytes: file.size }, 'uploaded')
     await this.#pruneFolders(dirname(file.path))
+  }
+
+  #retryLater (job: Job): void {
+    if (this.#closed) return
+    this.stats.retries++
+    const timer = setTimeout(() => {
+      this.#waiting.delete(job)
+      this.#queue.push({ file: job.file, attempt: job.attempt + 1 })
+      this.#pump()
+    }, this.#backoff(job.attempt))
+    timer.unref()
+    this.#waiting.set(job, timer)
   }
 
   #removed (file: SpoolFile): void {
