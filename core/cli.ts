@@ -4,20 +4,27 @@ import type { FastifyInstance } from 'fastify'
 import { buildServer, checkSettings } from './server.js'
 import { readSettingsFile, type SettingsSource } from './settings.js'
 import { formatProblems } from './validation.js'
+import { parseDuration, send, type SenderProgress, type SenderSummary } from './sender.js'
 
 const USAGE = `Usage: dss-event-server <command> [options]
 
 Commands:
-  start    Run the server (the default command)
+  start    Run the server (the default command). SIGHUP reloads the settings file;
+           SIGTERM or SIGINT stop it after flushing every file
   check    Validate a settings file and print every problem; exit code 1 if any.
            With --connections, also write and delete a probe object through every
            connection and report, per connection, whether that worked
+
+  send     Send synthetic DSS audit events to a server and report what it acknowledged:
+           send --url URL [--key K] [--topic T] [--routing-key R] [--rate N]
+                [--count N | --duration 30s] [--batch N] [--concurrency N] [--insecure]
 
 Options:
   -c, --config FILE   Settings file, JSON or YAML (default: built-in settings, see README)
       --host HOST     Listen address; overrides server.host
       --port PORT     Listen port; overrides server.port
       --connections   (check) Probe every connection
+      --pretty        (start) Human-readable logs instead of JSON lines
   -h, --help          Show this help
   -v, --version       Show the version
 `
@@ -30,16 +37,6 @@ function version (): string {
 async function loadSource (config: string | undefined): Promise<SettingsSource> {
   if (config === undefined) return { document: {}, baseDir: process.cwd(), origin: 'built-in defaults' }
   return await readSettingsFile(config)
-}
-
-function withOverrides (document: unknown, host: string | undefined, port: string | undefined): unknown {
-  if (host === undefined && port === undefined) return document
-  const doc = { ...(document as Record<string, unknown>) }
-  const server = { ...(typeof doc.server === 'object' && doc.server !== null ? doc.server as Record<string, unknown> : {}) }
-  if (host !== undefined) server.host = host
-  if (port !== undefined) server.port = port
-  doc.server = server
-  return doc
 }
 
 function installSignalHandlers (app: FastifyInstance, timeoutS: number): void {
@@ -66,20 +63,81 @@ function installSignalHandlers (app: FastifyInstance, timeoutS: number): void {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  process.on('SIGHUP', () => {
+    app.log.info('SIGHUP: reloading settings')
+    // A rejected reload is logged with its reasons and keeps the running settings.
+    app.eventServer.reload().catch(() => {})
+  })
 }
 
-async function start (config: string | undefined, host: string | undefined, port: string | undefined): Promise<number> {
-  const source = await loadSource(config)
-  const app = await buildServer({ document: withOverrides(source.document, host, port), baseDir: source.baseDir })
+async function start (config: string | undefined, host: string | undefined, port: string | undefined, pretty: boolean): Promise<number> {
+  const app = await buildServer({
+    ...(config !== undefined ? { settingsFile: config } : { document: {}, baseDir: process.cwd() }),
+    overrides: { ...(host !== undefined ? { host } : {}), ...(port !== undefined ? { port } : {}) },
+    pretty
+  })
   const { server, security } = app.eventServer.settings
   installSignalHandlers(app, server.shutdownTimeoutS)
   await app.listen({ host: server.host, port: server.port })
   const destinations = [...app.eventServer.destinations.keys()]
-  app.log.info({ settings: source.origin, instanceId: app.eventServer.instanceId, destinations }, 'dss-event-server is ready')
+  app.log.info({ settings: config ?? 'built-in defaults', instanceId: app.eventServer.instanceId, destinations }, 'dss-event-server is ready')
   if (!security.requireAuthenticationForEvents && server.host !== '127.0.0.1' && server.host !== 'localhost' && server.host !== '::1') {
     app.log.warn('events are accepted without authentication on a non-loopback address: set security.requireAuthenticationForEvents')
   }
   return 0
+}
+
+function bar (p: SenderProgress, total: number | undefined, durationS: number | undefined): string {
+  const fraction = total !== undefined ? p.eventsSent / total : durationS !== undefined ? p.elapsedS / durationS : 0
+  const width = 24
+  const filled = Math.max(0, Math.min(width, Math.round(fraction * width)))
+  const rate = p.elapsedS > 0 ? Math.round(p.eventsAcknowledged / p.elapsedS) : 0
+  const rejected = Object.values(p.rejectedByStatus).reduce((a, b) => a + b, 0)
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.round(fraction * 100)}%  ${p.eventsSent} sent  ${p.eventsAcknowledged} acked  ${rate} ev/s  ${rejected} rejected  ${p.errors} errors`
+}
+
+function report (s: SenderSummary): string {
+  const rejected = Object.entries(s.rejectedByStatus)
+  return [
+    `sent          ${s.eventsSent} events in ${s.requestsSent} requests over ${s.elapsedS.toFixed(2)} s`,
+    `acknowledged  ${s.eventsAcknowledged} events (${Math.round(s.eventsPerSecond)} events/s)`,
+    `rejected      ${rejected.length === 0 ? 'none' : rejected.map(([status, n]) => `${n} requests with ${status}`).join(', ')}`,
+    `errors        ${s.errors}${s.lastError !== null ? ` (last: ${s.lastError})` : ''}`,
+    `latency       p50 ${s.latencyMs.p50.toFixed(1)} ms, p99 ${s.latencyMs.p99.toFixed(1)} ms, max ${s.latencyMs.max.toFixed(1)} ms`
+  ].join('\n') + '\n'
+}
+
+function positive (name: string, text: string | undefined, fallback: number, allowZero = false): number {
+  if (text === undefined) return fallback
+  const value = Number(text)
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new Error(`--${name} expects a ${allowZero ? 'non-negative' : 'positive'} number, got "${text}"`)
+  return value
+}
+
+async function sendCommand (values: Record<string, string | boolean | undefined>): Promise<number> {
+  const url = values.url as string | undefined
+  if (url === undefined) throw new Error('send needs --url, e.g. --url http://localhost:11004')
+  const durationS = values.duration === undefined ? undefined : parseDuration(values.duration as string)
+  if (values.duration !== undefined && durationS === undefined) throw new Error(`--duration expects e.g. 30s, 2m or 500ms, got "${String(values.duration)}"`)
+  const count = values.count === undefined ? undefined : positive('count', values.count as string, 0)
+  const options = {
+    url,
+    rate: positive('rate', values.rate as string | undefined, 0, true),
+    batch: positive('batch', values.batch as string | undefined, 1),
+    concurrency: positive('concurrency', values.concurrency as string | undefined, 8),
+    ...(count !== undefined ? { count } : {}),
+    ...(durationS !== undefined ? { durationS } : {}),
+    ...(values.key !== undefined ? { key: values.key as string } : {}),
+    ...(values.topic !== undefined ? { topic: values.topic as string } : {}),
+    ...(values['routing-key'] !== undefined ? { routingKey: values['routing-key'] as string } : {}),
+    insecure: values.insecure === true
+  }
+  const tty = process.stderr.isTTY
+  const total = count ?? (durationS === undefined ? 1000 : undefined)
+  const summary = await send(options, tty ? (p) => process.stderr.write(`\r${bar(p, total, durationS)}`) : undefined)
+  if (tty) process.stderr.write('\n')
+  process.stdout.write(report(summary))
+  return summary.eventsAcknowledged === summary.eventsSent ? 0 : 1
 }
 
 async function check (config: string | undefined, probeConnections: boolean): Promise<number> {
@@ -113,7 +171,18 @@ export async function main (argv: string[]): Promise<number> {
         port: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
-        connections: { type: 'boolean' }
+        connections: { type: 'boolean' },
+        pretty: { type: 'boolean' },
+        url: { type: 'string' },
+        key: { type: 'string' },
+        topic: { type: 'string' },
+        'routing-key': { type: 'string' },
+        rate: { type: 'string' },
+        count: { type: 'string' },
+        duration: { type: 'string' },
+        batch: { type: 'string' },
+        concurrency: { type: 'string' },
+        insecure: { type: 'boolean' }
       }
     })
   } catch (err) {
@@ -132,8 +201,9 @@ export async function main (argv: string[]): Promise<number> {
   const command = positionals[0] ?? 'start'
   try {
     switch (command) {
-      case 'start': return await start(values.config, values.host, values.port)
+      case 'start': return await start(values.config, values.host, values.port, values.pretty === true)
       case 'check': return await check(values.config, values.connections === true)
+      case 'send': return await sendCommand(values)
       default:
         process.stderr.write(`Unknown command "${command}"\n\n${USAGE}`)
         return 2

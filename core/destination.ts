@@ -27,7 +27,32 @@ export interface Destination {
   flush(): Promise<void>
   /** Flushes, then releases every resource. No `accept` follows. */
   close(): Promise<void>
-  stats?(): Record<string, unknown>
+  /** A snapshot for /stats and /metrics; see DestinationStats for the fields the server reads. */
+  stats?(): DestinationStats
+  /** Whether the destination can take events now, for /ready; cheap (no I/O). */
+  ready?(): { ready: true } | { ready: false, reason: string }
+}
+
+/** Fields of `stats()` the server exposes as metrics; a destination may add its own. */
+export interface DestinationStats {
+  openFiles?: number
+  /** Bytes accepted but not yet at their final place (an object store's spool). */
+  pendingBytes?: number
+  /** Reception time (ms) of the oldest event not yet at its final place. */
+  oldestPendingAt?: number | null
+  uploadRetries?: number
+  quarantined?: number
+  [key: string]: unknown
+}
+
+/** What a destination reports as it works; the server turns it into metrics. */
+export interface DestinationMetrics {
+  /** One group commit (write and sync) took this long. */
+  synced(seconds: number): void
+  /** A file (or object) is complete at its final place. */
+  completed(): void
+  uploaded(seconds: number, outcome: 'ok' | 'failed' | 'quarantined'): void
+  error(err: unknown): void
 }
 
 export interface DestinationContext {
@@ -42,6 +67,7 @@ export interface DestinationContext {
   now(): number
   /** The named connection, or undefined when settings do not define it. */
   connection(name: string): Connection | undefined
+  readonly metrics: DestinationMetrics
 }
 
 export interface DestinationCheckContext {

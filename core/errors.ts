@@ -39,6 +39,18 @@ export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>
 
 export const EVS_ERR_DESTINATION_UNAVAILABLE = createError<'EVS_ERR_DESTINATION_UNAVAILABLE', 503, [string, string]>(
   'EVS_ERR_DESTINATION_UNAVAILABLE', 'Destination "%s" could not store the events (%s); retry later', 503)
+export const EVS_ERR_OVERLOADED = createError<'EVS_ERR_OVERLOADED', 503, [number, number]>(
+  'EVS_ERR_OVERLOADED',
+  'The server holds %d bytes of requests in memory, at its server.maxInFlightBytes limit of %d; retry later', 503)
+export const EVS_ERR_STATS_AUTH = createError<'EVS_ERR_STATS_AUTH', 401, []>(
+  'EVS_ERR_STATS_AUTH', 'Statistics require a stats key (requireAuthenticationForStats)', 401)
+export const EVS_ERR_ADMIN_AUTH = createError<'EVS_ERR_ADMIN_AUTH', 401, []>(
+  'EVS_ERR_ADMIN_AUTH', 'This endpoint requires one of security.adminAuthenticationKeys', 401)
+export const EVS_ERR_ADMIN_DISABLED = createError<'EVS_ERR_ADMIN_DISABLED', 404, []>(
+  'EVS_ERR_ADMIN_DISABLED', 'Admin endpoints are disabled: set security.adminAuthenticationKeys to enable them', 404)
+export const EVS_ERR_RELOAD_REJECTED = createError<'EVS_ERR_RELOAD_REJECTED', 400, [string]>(
+  'EVS_ERR_RELOAD_REJECTED', 'Reload rejected, the running settings are kept:\n%s', 400)
+
 export const EVS_ERR_SPOOL_FULL = createError<'EVS_ERR_SPOOL_FULL', 503, [string, number, number]>(
   'EVS_ERR_SPOOL_FULL',
   'Destination "%s" has %d bytes waiting for upload, at its spoolMaxBytes limit of %d: its store is slow or down; retry later', 503)

@@ -1,27 +1,31 @@
 import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { compile as compileTrust } from '@fastify/proxy-addr'
-import { presentedKey, KeyRing } from './auth.js'
-import { bodyKind, decodeBody, parseEvents, readBody } from './body.js'
-import type { Destination } from './destination.js'
-import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_DESTINATION_UNAVAILABLE } from './errors.js'
-import { Dispatch, Router, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './router.js'
-import type { Settings } from './schemas/settings.js'
-import type { ZonedTime } from './time.js'
+import { presentedKey } from './auth.js'
+import { bodyKind, decodeBody, parseEvents, readBody, type BodyKind } from './body.js'
+import type { Destination, RoutedEvent } from './destination.js'
+import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_OVERLOADED } from './errors.js'
+import type { Metrics } from './metrics.js'
+import type { Pipeline } from './pipeline.js'
+import { Dispatch, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './router.js'
 
-export interface IngestOptions {
-  settings: Settings
-  router: Router
-  keys: KeyRing
-  time: ZonedTime
-  now: () => number
+/** What the /events routes need from the server around them. */
+export interface IngestRuntime {
+  readonly metrics: Metrics
+  now(): number
+  /** Waits out a reload in progress, then counts one request in on the current pipeline. */
+  acquire(): Promise<Pipeline>
 }
 
+const kPipeline = Symbol('dss-event-server.pipeline')
 const kKeyIndex = Symbol('dss-event-server.keyIndex')
+const kBytes = Symbol('dss-event-server.bytes')
 
 declare module 'fastify' {
   interface FastifyRequest {
+    [kPipeline]: Pipeline | undefined
     [kKeyIndex]: number
+    [kBytes]: number
   }
 }
 
@@ -57,8 +61,7 @@ function requestDefaults (request: FastifyRequest): { topic: string | undefined,
   const query = (request.query ?? {}) as Record<string, unknown>
   const url = request.raw.url ?? ''
   const end = url.indexOf('?')
-  const path = end === -1 ? url : url.slice(0, end)
-  const segments = path.split('/')
+  const segments = (end === -1 ? url : url.slice(0, end)).split('/')
   // segments: ['', 'events', topic, routingKey, ...]
   return {
     topic: firstField(query, TOPIC_FIELDS) ?? decodePathSegment(segments[2]),
@@ -71,38 +74,86 @@ function normaliseAddress (address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
 }
 
+function pipelineOf (request: FastifyRequest): Pipeline {
+  return request[kPipeline] as Pipeline
+}
+
 /** The `/events` routes: authenticate, read, decode, parse, route, and answer once durable. */
-export async function ingestRoutes (fastify: FastifyInstance, options: IngestOptions): Promise<void> {
-  const { settings, router, keys, time, now } = options
-  const { security, server } = settings
-  const keyHeader = security.authKeyHeader.toLowerCase()
-  const bodyLimit = server.bodyLimit
-  const trusted = server.trustedProxies.length > 0 ? compileTrust(server.trustedProxies) : undefined
+export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { runtime: IngestRuntime }): Promise<void> {
+  const { metrics } = runtime
+  let inFlightBytes = 0
+  // Trusted proxies change only with a restart (Fastify's trustProxy is fixed at creation).
+  const trustCache = new WeakMap<Pipeline, ((addr: string, i: number) => boolean) | undefined>()
+  const trustOf = (pipeline: Pipeline): ((addr: string, i: number) => boolean) | undefined => {
+    if (!trustCache.has(pipeline)) {
+      const proxies = pipeline.settings.server.trustedProxies
+      trustCache.set(pipeline, proxies.length > 0 ? compileTrust(proxies) : undefined)
+    }
+    return trustCache.get(pipeline)
+  }
+
+  const hold = (request: FastifyRequest, bytes: number): void => {
+    const limit = pipelineOf(request).settings.server.maxInFlightBytes
+    if (inFlightBytes + bytes > limit && inFlightBytes > 0) throw new EVS_ERR_OVERLOADED(inFlightBytes, limit)
+    inFlightBytes += bytes
+    request[kBytes] += bytes
+    metrics.inFlightBytes.set(inFlightBytes)
+  }
+
+  const release = (request: FastifyRequest): void => {
+    inFlightBytes -= request[kBytes]
+    request[kBytes] = 0
+    metrics.inFlightBytes.set(inFlightBytes)
+    const pipeline = request[kPipeline]
+    if (pipeline !== undefined) {
+      request[kPipeline] = undefined
+      pipeline.leave()
+    }
+  }
 
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('*', async (request: FastifyRequest, payload: Readable) => {
     const kind = bodyKind(request.headers['content-type'])
+    const limit = pipelineOf(request).settings.server.bodyLimit
     const length = request.headers['content-length']
-    const raw = await readBody(payload, bodyLimit, length === undefined ? undefined : Number(length))
-    return { kind, body: await decodeBody(raw, request.headers['content-encoding'], bodyLimit) }
+    const raw = await readBody(payload, limit, length === undefined ? undefined : Number(length))
+    if (raw.length > request[kBytes]) hold(request, raw.length - request[kBytes])
+    const body = await decodeBody(raw, request.headers['content-encoding'], limit)
+    if (body !== raw) hold(request, body.length)
+    return { kind, body }
   })
 
+  fastify.decorateRequest(kPipeline, undefined)
   fastify.decorateRequest(kKeyIndex, -1)
+  fastify.decorateRequest(kBytes, 0)
+  fastify.addHook('onResponse', async (request, reply) => {
+    release(request)
+    const status = reply.statusCode
+    metrics.requestDuration.observe({ outcome: status < 300 ? 'accepted' : status < 500 ? 'rejected' : 'failed' }, reply.elapsedTime / 1000)
+  })
+  fastify.addHook('onRequestAbort', async (request) => { release(request) })
   fastify.addHook('onRequest', async (request) => {
-    const key = presentedKey(request.headers, keyHeader)
+    const pipeline = await runtime.acquire()
+    request[kPipeline] = pipeline
+    const { security } = pipeline.settings
+    const key = presentedKey(request.headers, security.authKeyHeader.toLowerCase())
     if (key === undefined) {
       if (security.requireAuthenticationForEvents) throw new EVS_ERR_AUTH_REQUIRED()
-      return
+    } else {
+      const index = pipeline.eventKeys.match(key)
+      // A wrong key is refused even when authentication is optional: silently ignoring it would drop
+      // the events that a destination requiring that key expects.
+      if (index === -1) throw new EVS_ERR_AUTH_INVALID()
+      request[kKeyIndex] = index
     }
-    const index = keys.match(key)
-    // A wrong key is refused even when authentication is optional: silently ignoring it would drop
-    // the events that a destination requiring that key expects.
-    if (index === -1) throw new EVS_ERR_AUTH_INVALID()
-    request[kKeyIndex] = index
+    // Refuse before reading a body that would not fit in memory.
+    const length = Number(request.headers['content-length'] ?? 0)
+    hold(request, Number.isFinite(length) ? length : 0)
   })
 
-  function senderAddress (request: FastifyRequest): string {
+  function senderAddress (request: FastifyRequest, pipeline: Pipeline): string {
     const nginxClient = request.headers['x-dss-nginx-client-ip']
+    const trusted = trustOf(pipeline)
     if (trusted !== undefined && typeof nginxClient === 'string' && nginxClient !== '' &&
         trusted(request.socket.remoteAddress ?? '', 0)) {
       return normaliseAddress(nginxClient.trim())
@@ -110,35 +161,52 @@ export async function ingestRoutes (fastify: FastifyInstance, options: IngestOpt
     return normaliseAddress(request.ip)
   }
 
-  async function ingest (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const parsed = request.body as { kind: 'auto' | 'ndjson', body: Buffer } | undefined
-    const events = parseEvents(parsed?.body ?? Buffer.alloc(0), parsed?.kind ?? 'auto')
-    const receivedAt = now()
-    const tail = `,"origAddress":${JSON.stringify(senderAddress(request))},"serverTimestamp":"${time.timestamp(receivedAt)}"}\n`
-    const defaults = requestDefaults(request)
-    const keyIndex = request[kKeyIndex]
-    const dispatch = new Dispatch()
-    for (const event of events) {
-      const topic = firstField(event.value, TOPIC_FIELDS) ?? defaults.topic ?? UNKNOWN_TOPIC
-      const routingKey = firstField(event.value, ROUTING_KEY_FIELDS) ?? defaults.routingKey ?? UNKNOWN_ROUTING_KEY
-      const targets = router.matches(topic, routingKey, keyIndex)
-      if (targets.length === 0) continue
-      dispatch.add(targets, { topic, routingKey, receivedAt, line: Buffer.from(`{"clientEvent":${event.raw}${tail}`) })
-    }
-    await Promise.all([...dispatch.batches].map(async ([destination, batch]) => await accept(destination, batch)))
-    await reply.code(200).send({ status: 'ok', received: events.length, routed: dispatch.count })
-  }
-
-  async function accept (destination: Destination, batch: Parameters<Destination['accept']>[0]): Promise<void> {
+  async function accept (destination: Destination, batch: RoutedEvent[]): Promise<void> {
     try {
       await destination.accept(batch)
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { statusCode?: number }
+      metrics.error(e, `destination ${destination.name}`)
       // A destination's own answer (e.g. its spool is full) says more than a generic one.
       if (e.code?.startsWith('EVS_ERR_') === true && e.statusCode !== undefined) throw e
       fastify.log.error({ destination: destination.name, err: e }, 'destination could not store events')
       throw new EVS_ERR_DESTINATION_UNAVAILABLE(destination.name, e.code ?? e.message)
     }
+    let bytes = 0
+    for (const event of batch) bytes += event.line.length
+    metrics.destinationEvents.inc({ destination: destination.name }, batch.length)
+    metrics.destinationBytes.inc({ destination: destination.name }, bytes)
+  }
+
+  async function ingest (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const pipeline = pipelineOf(request)
+    const parsed = request.body as { kind: BodyKind, body: Buffer } | undefined
+    const events = parseEvents(parsed?.body ?? Buffer.alloc(0), parsed?.kind ?? 'auto')
+    const receivedAt = runtime.now()
+    const tail = `,"origAddress":${JSON.stringify(senderAddress(request, pipeline))},"serverTimestamp":"${pipeline.time.timestamp(receivedAt)}"}\n`
+    const defaults = requestDefaults(request)
+    const keyIndex = request[kKeyIndex]
+    const dispatch = new Dispatch()
+    const perTopic = new Map<string, number>()
+    for (const event of events) {
+      const topic = firstField(event.value, TOPIC_FIELDS) ?? defaults.topic ?? UNKNOWN_TOPIC
+      const routingKey = firstField(event.value, ROUTING_KEY_FIELDS) ?? defaults.routingKey ?? UNKNOWN_ROUTING_KEY
+      const label = metrics.topic(topic)
+      perTopic.set(label, (perTopic.get(label) ?? 0) + 1)
+      const targets = pipeline.router.matches(topic, routingKey, keyIndex)
+      if (targets.length === 0) continue
+      dispatch.add(targets, { topic, routingKey, receivedAt, line: Buffer.from(`{"clientEvent":${event.raw}${tail}`) })
+    }
+    for (const [topic, count] of perTopic) metrics.eventsReceived.inc({ topic }, count)
+    try {
+      await Promise.all([...dispatch.batches].map(async ([destination, batch]) => await accept(destination, batch)))
+    } catch (err) {
+      metrics.eventsRejected.inc({ reason: (err as { code?: string }).code ?? 'EVS_ERR_INTERNAL' }, events.length)
+      throw err
+    }
+    for (const [topic, count] of perTopic) metrics.eventsAccepted.inc({ topic }, count)
+    metrics.requestsAccepted.inc()
+    await reply.code(200).send({ status: 'ok', received: events.length, routed: dispatch.count })
   }
 
   fastify.post('/events', ingest)

@@ -1,25 +1,36 @@
-import { mkdir } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import type { SecureContextOptions } from 'node:tls'
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
-import { KeyRing } from './auth.js'
 import type { Connection } from './connection.js'
 import type { Destination } from './destination.js'
-import { EVS_ERR_SETTINGS_INVALID } from './errors.js'
+import { EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
 import { ingestRoutes } from './ingest.js'
-import { Router } from './router.js'
-import type { Settings } from './schemas/settings.js'
-import { defaultInstanceId, parseCoreSettings } from './settings.js'
-import { ZonedTime } from './time.js'
-import { registerTypes, resolveTypes, type ResolvedConnection, type ResolvedDestination } from './types.js'
+import { Metrics } from './metrics.js'
+import { opsRoutes } from './ops-routes.js'
+import { Pipeline, type PipelineSpec } from './pipeline.js'
+import { RejectionLog } from './rejection-log.js'
+import type { Settings, TlsSettings } from './schemas/settings.js'
+import { defaultInstanceId, parseCoreSettings, readSettingsFile, type SettingsSource } from './settings.js'
+import { registerTypes, resolveTypes } from './types.js'
 import { formatProblems, type SettingsProblem } from './validation.js'
 
 export interface EventServer {
-  readonly settings: Settings
   readonly instanceId: string
+  readonly metrics: Metrics
+  /** The settings, connections and destinations in force (they change on reload). */
+  readonly settings: Settings
   readonly connections: ReadonlyMap<string, Connection>
   readonly destinations: ReadonlyMap<string, Destination>
   readonly warnings: readonly string[]
+  readonly closing: boolean
+  /**
+   * Re-reads the settings (the file, when built from one), validates them and swaps in new
+   * connections and destinations. Requests wait during the swap; none is dropped or written twice.
+   * Rejects with EVS_ERR_RELOAD_REJECTED, keeping the running settings, when the new ones are invalid.
+   */
+  reload(): Promise<{ warnings: string[] }>
 }
 
 declare module 'fastify' {
@@ -29,13 +40,19 @@ declare module 'fastify' {
 }
 
 export interface BuildServerOptions {
-  /** The settings document (parsed JSON or YAML, before `${ENV}` interpolation); `{}` for the defaults. */
+  /** A JSON or YAML settings file: read now, and again on each reload. */
+  settingsFile?: string
+  /** The settings document (parsed JSON or YAML, before `${ENV}` interpolation) when there is no file. */
   document?: unknown
-  /** Folder that relative paths in settings resolve against; defaults to the working directory. */
+  /** Folder that relative paths resolve against, when there is no file; the working directory by default. */
   baseDir?: string
+  /** `--host` / `--port`: applied over every reading of the settings. */
+  overrides?: { host?: string, port?: string | number }
   env?: NodeJS.ProcessEnv
-  /** Pino options, a logger instance, or false. Defaults to JSON logs at `server.logLevel`. */
+  /** Pino options or false. Defaults to JSON logs at `server.logLevel`. */
   logger?: FastifyServerOptions['logger']
+  /** Human-readable logs (pino-pretty) instead of JSON lines. */
+  pretty?: boolean
   loggerInstance?: FastifyServerOptions['loggerInstance']
   /** Milliseconds since the epoch; for tests. */
   now?: () => number
@@ -45,120 +62,206 @@ function settingsError (problems: readonly SettingsProblem[]): Error {
   return new EVS_ERR_SETTINGS_INVALID(formatProblems(problems))
 }
 
+function withOverrides (document: unknown, overrides: BuildServerOptions['overrides']): unknown {
+  if (overrides === undefined || (overrides.host === undefined && overrides.port === undefined)) return document
+  const doc = { ...(document as Record<string, unknown>) }
+  const server = { ...(typeof doc.server === 'object' && doc.server !== null ? doc.server as Record<string, unknown> : {}) }
+  if (overrides.host !== undefined) server.host = overrides.host
+  if (overrides.port !== undefined) server.port = overrides.port
+  doc.server = server
+  return doc
+}
+
+async function readSource (options: BuildServerOptions): Promise<SettingsSource> {
+  const source = options.settingsFile !== undefined
+    ? await readSettingsFile(options.settingsFile)
+    : { document: options.document ?? {}, baseDir: resolve(options.baseDir ?? process.cwd()), origin: 'settings given to buildServer' }
+  return { ...source, document: withOverrides(source.document, options.overrides) }
+}
+
+/** Validates a settings source down to every type's options, loading the plugins it names into `fastify`. */
+async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv): Promise<PipelineSpec> {
+  const core = parseCoreSettings(source.document, env)
+  if (!core.ok) throw settingsError(core.problems)
+  await registerTypes(fastify, core.settings, source.baseDir)
+  const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
+  if (!types.ok) throw settingsError(types.problems)
+  return { settings: core.settings, baseDir: source.baseDir, warnings: core.warnings, connections: types.connections, destinations: types.destinations }
+}
+
+function tlsOptions (tls: TlsSettings, baseDir: string): SecureContextOptions & { requestCert: boolean, rejectUnauthorized: boolean } {
+  const read = (file: string): Buffer => readFileSync(resolve(baseDir, file))
+  return {
+    cert: read(tls.cert),
+    key: read(tls.key),
+    ...(tls.ca !== undefined ? { ca: read(tls.ca) } : {}),
+    requestCert: tls.ca !== undefined,
+    rejectUnauthorized: tls.ca !== undefined
+  }
+}
+
+// Settings read once at start: a reload that changes them logs that a restart is needed.
+function restartOnlyChanges (before: Settings, after: Settings): string[] {
+  const fields: Array<[string, unknown, unknown]> = [
+    ['server.host', before.server.host, after.server.host],
+    ['server.port', before.server.port, after.server.port],
+    ['server.instanceId', before.server.instanceId, after.server.instanceId],
+    ['server.trustedProxies', before.server.trustedProxies, after.server.trustedProxies],
+    ['server.logLevel', before.server.logLevel, after.server.logLevel],
+    ['server.tls (on or off)', before.server.tls === undefined, after.server.tls === undefined]
+  ]
+  return fields
+    .filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b))
+    .map(([name]) => `${name} changed: it takes effect at the next restart`)
+}
+
 interface RuntimeOptions {
-  settings: Settings
-  baseDir: string
+  spec: PipelineSpec
   instanceId: string
-  warnings: string[]
-  connections: ResolvedConnection[]
-  destinations: ResolvedDestination[]
+  options: BuildServerOptions
   now: () => number
 }
 
-async function eventServerRuntime (fastify: FastifyInstance, options: RuntimeOptions): Promise<void> {
-  const { settings, baseDir, instanceId, now } = options
-  const connections = new Map<string, Connection>()
-  const destinations = new Map<string, Destination>()
-  fastify.decorate('eventServer', { settings, instanceId, connections, destinations, warnings: options.warnings })
+const DRAIN_TIMEOUT_MS = 30_000
+
+async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId, options, now }: RuntimeOptions): Promise<void> {
+  let current: Pipeline | undefined
+  let gate: Promise<void> | undefined
+  let reloading: Promise<{ warnings: string[] }> | undefined
+  let closing = false
+  const metrics = new Metrics(now, () => current?.destinations.values() ?? [])
+  const env = options.env ?? process.env
+  const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
+
+  const acquire = async (): Promise<Pipeline> => {
+    while (gate !== undefined) await gate
+    const pipeline = current as Pipeline
+    pipeline.enter()
+    return pipeline
+  }
+
+  async function swap (next: PipelineSpec): Promise<void> {
+    let release = (): void => {}
+    gate = new Promise<void>((resolve) => { release = resolve })
+    const old = current as Pipeline
+    try {
+      const drained = await Promise.race([old.drained().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref())])
+      if (!drained) fastify.log.warn('reload: requests still running after 30 s; swapping anyway')
+      await old.close(fastify.log)
+      try {
+        current = await Pipeline.open(next, pipelineContext)
+      } catch (err) {
+        fastify.log.error({ err }, 'reload: the new settings failed to open; going back to the previous ones')
+        current = await Pipeline.open(old.spec, pipelineContext)
+        throw err
+      }
+    } finally {
+      gate = undefined
+      release()
+    }
+  }
+
+  async function reload (): Promise<{ warnings: string[] }> {
+    const scratch = Fastify({ loggerInstance: fastify.log })
+    let next: PipelineSpec
+    try {
+      next = await resolveSpec(scratch, await readSource(options), env)
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      fastify.log.error({ code: e.code }, `reload rejected, the running settings are kept: ${e.message}`)
+      throw new EVS_ERR_RELOAD_REJECTED(e.message)
+    } finally {
+      await scratch.close()
+    }
+    const warnings = [...next.warnings, ...restartOnlyChanges((current as Pipeline).settings, next.settings)]
+    for (const warning of warnings) fastify.log.warn(warning)
+    await swap(next)
+    const tls = next.settings.server.tls
+    if (tls !== undefined && 'setSecureContext' in fastify.server) {
+      // Renewed certificates are picked up on reload; new connections use them.
+      (fastify.server as unknown as { setSecureContext: (o: SecureContextOptions) => void }).setSecureContext(tlsOptions(tls, next.baseDir))
+    }
+    fastify.log.info({ destinations: [...(current as Pipeline).destinations.keys()] }, 'settings reloaded')
+    return { warnings }
+  }
+
+  const server: EventServer = {
+    instanceId,
+    metrics,
+    get settings () { return (current as Pipeline).settings },
+    get connections () { return (current as Pipeline).connections },
+    get destinations () { return (current as Pipeline).destinations },
+    get warnings () { return (current as Pipeline).spec.warnings },
+    get closing () { return closing },
+    async reload () {
+      // Signals arriving during a reload join it rather than queueing another.
+      reloading ??= reload().finally(() => { reloading = undefined })
+      return await reloading
+    }
+  }
+  fastify.decorate('eventServer', server)
 
   // Requests still running at shutdown end their connection, so close() need not wait for the
   // clients' keep-alive timeouts.
-  let closing = false
   fastify.addHook('preClose', async () => { closing = true })
   fastify.addHook('onSend', async (_request, reply) => {
     if (closing) void reply.header('connection', 'close')
   })
-
-  // Destinations close before connections: closing flushes into them.
   fastify.addHook('onClose', async () => {
-    const results = await Promise.allSettled([...destinations.values()].map(async (d) => await d.close()))
-    for (const [i, r] of results.entries()) {
-      if (r.status === 'rejected') fastify.log.error({ err: r.reason, destination: [...destinations.keys()][i] }, 'destination did not close cleanly')
+    await reloading?.catch(() => {})
+    await current?.close(fastify.log)
+  })
+
+  current = await Pipeline.open(spec, pipelineContext)
+  const rejections = new RejectionLog(fastify.log)
+  fastify.setErrorHandler(function (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+    const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
+    const code = error.code ?? 'EVS_ERR_INTERNAL'
+    if (request.url.startsWith('/events')) metrics.requestsRejected.inc({ reason: code })
+    if (statusCode >= 500 && !code.startsWith('EVS_ERR_')) {
+      metrics.error(error, `${request.method} ${request.url.split('?')[0] ?? ''}`)
+      request.log.error({ err: error, code }, 'request failed')
+    } else {
+      rejections.log({ code, statusCode, method: request.method, url: request.url.split('?')[0], ip: request.ip, reqId: request.id }, error.message)
     }
-    await Promise.allSettled([...connections.values()].map(async (c) => await c.close()))
+    if (statusCode === 503) void reply.header('retry-after', '5')
+    const message = statusCode >= 500 && !code.startsWith('EVS_ERR_') && !code.startsWith('FST_') ? 'Internal error; see the server log' : error.message
+    void reply.code(statusCode).send({ statusCode, code, error: message })
   })
-
-  for (const { name, definition, options: connectionOptions } of options.connections) {
-    connections.set(name, definition.create(connectionOptions, { name, baseDir, logger: fastify.log.child({ connection: name }) }))
-  }
-  const stateRoot = resolve(baseDir, settings.server.stateDir)
-  const routes: Array<{ settings: ResolvedDestination['settings'], destination: Destination }> = []
-  for (const { settings: common, definition, options: destinationOptions } of options.destinations) {
-    const stateDir = join(stateRoot, common.name)
-    await mkdir(stateDir, { recursive: true })
-    const destination = definition.create(destinationOptions, {
-      name: common.name,
-      baseDir,
-      stateDir,
-      instanceId,
-      timeZone: settings.server.timeZone,
-      logger: fastify.log.child({ destination: common.name }),
-      now,
-      connection: (name) => connections.get(name)
-    })
-    destinations.set(common.name, destination)
-    routes.push({ settings: common, destination })
-  }
-  await Promise.all([...destinations.values()].map(async (d) => await d.open()))
-
-  const keys = new KeyRing(settings.security.eventsAuthenticationKeys.map((k) => k.key))
-  await fastify.register(ingestRoutes, {
-    settings,
-    keys,
-    router: new Router(routes, keys),
-    time: new ZonedTime(settings.server.timeZone),
-    now
-  })
+  await fastify.register(ingestRoutes, { runtime: { metrics, now, acquire } })
+  await fastify.register(opsRoutes, { server, now })
 }
 
 const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: ['dss-event-server-types'] })
 
-function errorHandler (this: FastifyInstance, error: FastifyError, request: Parameters<Parameters<FastifyInstance['setErrorHandler']>[0]>[1], reply: Parameters<Parameters<FastifyInstance['setErrorHandler']>[0]>[2]): void {
-  const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
-  const code = error.code ?? 'EVS_ERR_INTERNAL'
-  if (statusCode >= 500) request.log.error({ err: error, code }, 'request failed')
-  else request.log.info({ code, statusCode, reqId: request.id }, error.message)
-  if (statusCode === 503) void reply.header('retry-after', '5')
-  const message = statusCode >= 500 && !code.startsWith('EVS_ERR_') && !code.startsWith('FST_') ? 'Internal error; see the server log' : error.message
-  void reply.code(statusCode).send({ statusCode, code, error: message })
-}
-
 /**
- * Builds the server from a settings document: validates everything first (throwing
- * EVS_ERR_SETTINGS_INVALID with every problem), then creates connections and destinations and runs
- * their crash recovery. Call `listen()` on the result.
+ * Builds the server from settings: validates everything first (throwing EVS_ERR_SETTINGS_INVALID
+ * with every problem), then creates connections and destinations and runs their crash recovery.
+ * Call `listen()` on the result.
  */
 export async function buildServer (options: BuildServerOptions = {}): Promise<FastifyInstance> {
-  const baseDir = resolve(options.baseDir ?? process.cwd())
-  const core = parseCoreSettings(options.document ?? {}, options.env ?? process.env)
+  const source = await readSource(options)
+  const core = parseCoreSettings(source.document, options.env ?? process.env)
   if (!core.ok) throw settingsError(core.problems)
-  const { settings } = core
-  const server = settings.server
-
+  const server = core.settings.server
   const fastify = Fastify({
     ...(options.loggerInstance !== undefined
       ? { loggerInstance: options.loggerInstance }
-      : { logger: options.logger ?? { level: server.logLevel } }),
+      : { logger: options.logger ?? { level: server.logLevel, ...(options.pretty === true ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard', ignore: 'pid,hostname' } } } : {}) } }),
+    ...(server.tls !== undefined ? { https: tlsOptions(server.tls, source.baseDir) } : {}),
     trustProxy: server.trustedProxies.length > 0 ? server.trustedProxies : false,
     forceCloseConnections: 'idle',
     // One line per request at info would cost more than the request itself; rejections are logged.
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: server.bodyLimit,
     return503OnClosing: true
   })
   try {
-    fastify.setErrorHandler(errorHandler)
-    for (const warning of core.warnings) fastify.log.warn(warning)
-    await registerTypes(fastify, settings, baseDir)
-    const types = resolveTypes(fastify.eventServerTypes, settings, baseDir, fastify.log)
-    if (!types.ok) throw settingsError(types.problems)
+    const spec = await resolveSpec(fastify, source, options.env ?? process.env)
+    for (const warning of spec.warnings) fastify.log.warn(warning)
     await fastify.register(runtimePlugin, {
-      settings,
-      baseDir,
+      spec,
       instanceId: server.instanceId ?? defaultInstanceId(server.port),
-      warnings: core.warnings,
-      connections: types.connections,
-      destinations: types.destinations,
+      options,
       now: options.now ?? Date.now
     })
     await fastify.ready()

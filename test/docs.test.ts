@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import * as errors from '../core/errors.js'
-import { DestinationCommonSchema, SecuritySettingsSchema, ServerSettingsSchema } from '../core/schemas/settings.js'
+import { DestinationCommonSchema, SecuritySettingsSchema, ServerSettingsSchema, TlsSettingsSchema } from '../core/schemas/settings.js'
 import { FilesDestinationSchema } from '../plugins/files/index.js'
 import { FilesystemOptionsSchema } from '../plugins/filesystem/index.js'
 import { S3OptionsSchema } from '../plugins/s3/index.js'
@@ -21,8 +21,21 @@ describe('the docs stay true to the code', () => {
 
   it('docs/settings.md documents every settings field', async () => {
     const doc = await readFile(join(root, 'docs', 'settings.md'), 'utf8')
-    const fields = [ServerSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, FilesystemOptionsSchema, S3OptionsSchema, AzureBlobOptionsSchema, GcsOptionsSchema]
+    const fields = [ServerSettingsSchema, TlsSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, FilesystemOptionsSchema, S3OptionsSchema, AzureBlobOptionsSchema, GcsOptionsSchema]
       .flatMap((schema) => Object.keys(schema.properties))
     expect(fields.filter((field) => !doc.includes(`| \`${field}\` |`))).toEqual([])
+  })
+  it('the Grafana dashboard and docs/operations.md use only metrics the server exposes', async () => {
+    const { buildServer } = await import('../core/server.js')
+    const { tempDir } = await import('./helpers.js')
+    const app = await buildServer({ document: {}, baseDir: await tempDir(), logger: false })
+    const exposed = new Set((await app.eventServer.metrics.registry.getMetricsAsJSON()).map((m) => m.name))
+    await app.close()
+    const dashboard = await readFile(join(root, 'docs', 'grafana-dashboard.json'), 'utf8')
+    const operations = await readFile(join(root, 'docs', 'operations.md'), 'utf8')
+    const used = new Set([...`${dashboard}\n${operations}`.matchAll(/\bevs_[a-z_]+/g)].map((m) => m[0].replace(/_(bucket|count|sum)$/, '')))
+    expect([...used].filter((name) => !exposed.has(name))).toEqual([])
+    expect([...exposed].filter((name) => !operations.includes(`\`${name}\``))).toEqual([])
+    JSON.parse(dashboard)
   })
 })

@@ -13,6 +13,12 @@ const AuthKey = Type.Object({
   key: Type.String({ minLength: 1, description: 'a secret; write it as ${ENV_VAR} to keep it out of the file' })
 }, { additionalProperties: false })
 
+export const TlsSettingsSchema = Type.Object({
+  cert: Type.String({ minLength: 1, description: 'PEM certificate chain file' }),
+  key: Type.String({ minLength: 1, description: 'PEM private key file' }),
+  ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA file: clients must present a certificate it signed' }))
+}, { additionalProperties: false })
+
 export const ServerSettingsSchema = Type.Object({
   host: Type.String({ default: '0.0.0.0', minLength: 1 }),
   port: Type.Integer({ default: DEFAULT_PORT, minimum: 0, maximum: 65535 }),
@@ -22,6 +28,8 @@ export const ServerSettingsSchema = Type.Object({
   stateDir: Type.String({ default: './data/state', minLength: 1 }),
   trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
   shutdownTimeoutS: Type.Number({ default: 30, minimum: 0 }),
+  maxInFlightBytes: Type.Integer({ default: 256 * 1024 * 1024, minimum: 1024 }),
+  tls: Type.Optional(TlsSettingsSchema),
   logLevel: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info' })
@@ -32,6 +40,7 @@ export const SecuritySettingsSchema = Type.Object({
   eventsAuthenticationKeys: Type.Array(AuthKey, { default: [] }),
   requireAuthenticationForStats: Type.Boolean({ default: false }),
   statsAuthenticationKeys: Type.Array(AuthKey, { default: [] }),
+  adminAuthenticationKeys: Type.Array(AuthKey, { default: [] }),
   authKeyHeader: Type.String({ default: 'x-event-server-key', pattern: '^[A-Za-z0-9-]+$' })
 }, { additionalProperties: false, default: {} })
 
@@ -64,6 +73,7 @@ export const SettingsSchema = Type.Object({
 
 export type Settings = Static<typeof SettingsSchema>
 export type ServerSettings = Static<typeof ServerSettingsSchema>
+export type TlsSettings = Static<typeof TlsSettingsSchema>
 export type SecuritySettings = Static<typeof SecuritySettingsSchema>
 export type ConnectionSettings = Static<typeof ConnectionSettingsSchema>
 export type DestinationCommonSettings = Static<typeof DestinationCommonSchema>

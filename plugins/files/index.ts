@@ -1,10 +1,10 @@
-import { readdir, stat } from 'node:fs/promises'
+import { mkdir, readdir, stat, unlink, writeFile } from 'node:fs/promises'
 import { basename, dirname, join, relative, resolve, sep } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Connection } from '../../core/connection.js'
-import type { Destination, DestinationCheckContext, DestinationContext, RoutedEvent } from '../../core/destination.js'
+import type { Destination, DestinationCheckContext, DestinationContext, DestinationStats, RoutedEvent } from '../../core/destination.js'
 import { EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL } from '../../core/errors.js'
 import { assertSafeKey } from '../../core/path-encoding.js'
 import { ZonedTime, type TimeParts } from '../../core/time.js'
@@ -54,7 +54,8 @@ export const FilesDestinationSchema = Type.Object({
   maxConcurrentUploads: Type.Integer({ default: 4, minimum: 1, maximum: 64 }),
   uploadRetryInitialS: Type.Number({ default: 1, exclusiveMinimum: 0 }),
   uploadRetryMaxS: Type.Number({ default: 300, exclusiveMinimum: 0 }),
-  uploadShutdownGraceS: Type.Number({ default: 10, minimum: 0 })
+  uploadShutdownGraceS: Type.Number({ default: 10, minimum: 0 }),
+  healthCheckIntervalS: Type.Number({ default: 5, exclusiveMinimum: 0, description: 'how often /ready probes that the folder is writable' })
 }, { additionalProperties: false })
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
@@ -80,6 +81,9 @@ export class FilesDestination implements Destination {
   #journal: Journal | undefined
   #uploader: Uploader | undefined
   #spoolBytes = 0
+  #healthTimer: NodeJS.Timeout | undefined
+  #unwritable: string | undefined
+  #probePath: string | undefined
   #timer: NodeJS.Timeout | undefined
   #closed = false
   // Folder per topic and routing key for the current period: encoding is done once, not per event.
@@ -132,7 +136,12 @@ export class FilesDestination implements Destination {
         retryMaxMs: options.uploadRetryMaxS * 1000,
         logger,
         now: context.now,
-        onRemoved: (bytes) => { this.#spoolBytes -= bytes }
+        onRemoved: (bytes) => { this.#spoolBytes -= bytes },
+        onAttempt: (seconds, outcome, err) => {
+          context.metrics.uploaded(seconds, outcome)
+          if (outcome === 'ok') context.metrics.completed()
+          else context.metrics.error(err)
+        }
       })
       this.#uploader = uploader
       // Every file left in the spool is sealed now: upload it again under its own key.
@@ -159,9 +168,22 @@ export class FilesDestination implements Destination {
       logger,
       now: context.now,
       onWritten: (bytes) => { this.#spoolBytes += bytes },
-      ...(uploader !== undefined ? { onSealed: (file: SealedFile) => uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) } : {})
+      onSynced: (seconds) => { context.metrics.synced(seconds) },
+      onError: (err) => {
+        context.metrics.error(err)
+        this.#unwritable = (err as Error).message
+      },
+      onSealed: uploader !== undefined
+        ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
+        : () => { context.metrics.completed() }
     })
     this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
+    // Readiness: a probe file where this destination writes first (its folder, or the spool).
+    const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
+    const folder = options.path.split('/').filter((s) => s !== '').join('/')
+    this.#probePath = localPath(folder === '' ? probeName : `${folder}/${probeName}`)
+    await this.#probe()
+    this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
   }
 
   async accept (events: readonly RoutedEvent[]): Promise<void> {
@@ -204,6 +226,28 @@ export class FilesDestination implements Destination {
     return folder
   }
 
+  async #probe (): Promise<void> {
+    const path = this.#probePath as string
+    try {
+      await mkdir(dirname(path), { recursive: true })
+      await writeFile(path, 'probe\n')
+      await unlink(path)
+      this.#unwritable = undefined
+    } catch (err) {
+      if (this.#unwritable === undefined) this.#context.logger.error({ err }, 'the destination folder is not writable')
+      this.#unwritable = `${(err as NodeJS.ErrnoException).code ?? ''} ${(err as Error).message}`.trim()
+    }
+  }
+
+  ready (): { ready: true } | { ready: false, reason: string } {
+    if (this.#closed || this.#writer === undefined) return { ready: false, reason: 'not open' }
+    if (this.#unwritable !== undefined) return { ready: false, reason: `cannot write: ${this.#unwritable}` }
+    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
+    }
+    return { ready: true }
+  }
+
   #maintain (): void {
     const period = this.#layout.period(this.#time.parts(this.#context.now()))
     this.#writer?.sealExpired(() => period)
@@ -218,16 +262,27 @@ export class FilesDestination implements Destination {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== undefined) clearInterval(this.#timer)
+    if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer)
     await this.#writer?.flush()
     await this.#uploader?.close(this.#options.uploadShutdownGraceS * 1000)
     await this.#journal?.close()
   }
 
-  stats (): Record<string, unknown> {
+  stats (): DestinationStats {
+    const uploads = this.#uploader?.stats
     return {
       connection: this.#connection?.name,
       ...this.#writer?.stats,
-      ...(this.#uploader !== undefined ? { spoolBytes: this.#spoolBytes, uploads: { ...this.#uploader.stats } } : {})
+      ...(uploads !== undefined
+        ? {
+            pendingBytes: this.#spoolBytes,
+            oldestPendingAt: uploads.oldestPendingSince,
+            uploadRetries: uploads.retries,
+            quarantined: uploads.quarantined,
+            spoolBytes: this.#spoolBytes,
+            uploads: { ...uploads }
+          }
+        : {})
     }
   }
 }

@@ -29,6 +29,10 @@ export interface WriterOptions {
   now(): number
   /** Called with the bytes each write added to disk. */
   onWritten?(bytes: number): void
+  /** Called with the duration of each file's write-and-sync in a commit. */
+  onSynced?(seconds: number): void
+  /** Called when a write fails. */
+  onError?(err: unknown): void
   /** Called once a file is complete, closed and durable. */
   onSealed?(file: SealedFile): void
 }
@@ -201,6 +205,7 @@ export class PartitionWriter {
     if (lines.length > 0) {
       try {
         if (file.failed) throw new Error('the file failed earlier')
+        const started = performance.now()
         await this.#ensureOpen(file)
         const handle = file.handle as FileHandle
         const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
@@ -212,12 +217,14 @@ export class PartitionWriter {
         file.size += written
         this.stats.bytesWritten += written
         this.#options.onWritten?.(written)
+        this.#options.onSynced?.((performance.now() - started) / 1000)
         this.stats.linesWritten += count
         waiter?.resolve()
       } catch (err) {
         file.failed = true
         this.#retire(file)
         this.#options.logger.error({ err, key: file.key }, 'writing events failed')
+        this.#options.onError?.(err)
         waiter?.reject(err)
       }
     }

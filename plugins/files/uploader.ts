@@ -24,6 +24,8 @@ export interface UploaderOptions {
   now(): number
   /** Called when a file left the spool (uploaded or quarantined) with its size. */
   onRemoved(bytes: number): void
+  /** Called after each upload attempt. */
+  onAttempt?(seconds: number, outcome: 'ok' | 'failed' | 'quarantined', err?: unknown): void
 }
 
 export interface UploaderStats {
@@ -141,14 +143,18 @@ export class Uploader {
   async #run (job: Job, signal: AbortSignal): Promise<void> {
     const { connection, logger } = this.#options
     const { file } = job
+    const started = performance.now()
+    const seconds = (): number => (performance.now() - started) / 1000
     try {
       await connection.put(file.key, createReadStream(file.path), { ...contentTypeOf(file.key), size: file.size, signal })
     } catch (err) {
       this.stats.lastError = { message: (err as Error).message, at: new Date(this.#options.now()).toISOString() }
       if (isPermanent(err)) {
+        this.#options.onAttempt?.(seconds(), 'quarantined', err)
         await this.#quarantine(file, err as Error)
         return
       }
+      this.#options.onAttempt?.(seconds(), 'failed', err)
       logger.warn({ key: file.key, attempt: job.attempt + 1, err: { message: (err as Error).message, code: (err as { code?: string }).code } },
         'upload failed; the file stays in the spool and will be retried')
       this.#retryLater(job)
@@ -159,6 +165,7 @@ export class Uploader {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
+    this.#options.onAttempt?.(seconds(), 'ok')
     this.stats.uploaded++
     this.stats.uploadedBytes += file.size
     this.#removed(file)

@@ -1,0 +1,111 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { Destination, DestinationMetrics } from './destination.js'
+
+/** Topics that DSS sends; others are labelled too, up to a bound, then counted as "other". */
+const KNOWN_TOPICS = ['generic', 'generic-failure', 'authfail', 'apinode-query', 'compute-resource-usage', 'apicalls']
+const MAX_TOPIC_LABELS = 50
+export const OTHER_TOPIC = 'other'
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+const UPLOAD_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+
+export interface LastError {
+  message: string
+  at: string
+  where: string
+}
+
+/**
+ * Every figure the server reports, in one Prometheus registry of its own (a process may run
+ * several servers). `/metrics` exposes it as is; `/stats` reads it back as JSON. Labels are bounded:
+ * destinations come from settings, topics are capped, routing keys are never labels.
+ */
+export class Metrics {
+  readonly registry = new Registry()
+  readonly startedAt: number
+  lastError: LastError | null = null
+  readonly #topics = new Set(KNOWN_TOPICS)
+  readonly #now: () => number
+
+  readonly eventsReceived: Counter<'topic'>
+  readonly eventsAccepted: Counter<'topic'>
+  readonly eventsRejected: Counter<'reason'>
+  readonly requestsAccepted: Counter
+  readonly requestsRejected: Counter<'reason'>
+  readonly requestDuration: Histogram<'outcome'>
+  readonly destinationEvents: Counter<'destination'>
+  readonly destinationBytes: Counter<'destination'>
+  readonly filesCompleted: Counter<'destination'>
+  readonly syncDuration: Histogram<'destination'>
+  readonly uploadDuration: Histogram<'destination' | 'outcome'>
+  readonly inFlightBytes: Gauge
+
+  constructor (now: () => number, destinations: () => Iterable<Destination>) {
+    this.#now = now
+    this.startedAt = now()
+    const registers = [this.registry]
+    this.eventsReceived = new Counter({ name: 'evs_events_received_total', help: 'Events parsed from requests, by topic (bounded)', labelNames: ['topic'], registers })
+    this.eventsAccepted = new Counter({ name: 'evs_events_accepted_total', help: 'Events acknowledged with a 2xx, by topic (bounded)', labelNames: ['topic'], registers })
+    this.eventsRejected = new Counter({ name: 'evs_events_rejected_total', help: 'Events parsed but not acknowledged, by reason', labelNames: ['reason'], registers })
+    this.requestsAccepted = new Counter({ name: 'evs_requests_accepted_total', help: 'Requests answered with a 2xx', registers })
+    this.requestsRejected = new Counter({ name: 'evs_requests_rejected_total', help: 'Requests refused, by error code', labelNames: ['reason'], registers })
+    this.requestDuration = new Histogram({ name: 'evs_request_duration_seconds', help: 'Time from request to answer on /events, by outcome', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers })
+    this.destinationEvents = new Counter({ name: 'evs_destination_events_total', help: 'Events a destination made durable', labelNames: ['destination'], registers })
+    this.destinationBytes = new Counter({ name: 'evs_destination_bytes_total', help: 'Bytes of JSON lines a destination made durable (before compression)', labelNames: ['destination'], registers })
+    this.filesCompleted = new Counter({ name: 'evs_files_completed_total', help: 'Files completed (filesystem) or objects uploaded (object stores)', labelNames: ['destination'], registers })
+    this.syncDuration = new Histogram({ name: 'evs_fsync_duration_seconds', help: 'Duration of one group commit (write and fdatasync)', labelNames: ['destination'], buckets: LATENCY_BUCKETS, registers })
+    this.uploadDuration = new Histogram({ name: 'evs_upload_duration_seconds', help: 'Duration of one upload attempt, by outcome (ok, failed, quarantined)', labelNames: ['destination', 'outcome'], buckets: UPLOAD_BUCKETS, registers })
+    this.inFlightBytes = new Gauge({ name: 'evs_in_flight_bytes', help: 'Bytes of request bodies held in memory', registers })
+    const stat = (d: Destination, key: string): number | undefined => {
+      const value = d.stats?.()[key]
+      return typeof value === 'number' ? value : undefined
+    }
+    const gauge = (name: string, help: string, read: (d: Destination) => number | undefined): void => {
+      // eslint-disable-next-line no-new
+      new Gauge({
+        name,
+        help,
+        labelNames: ['destination'],
+        registers,
+        collect () {
+          this.reset()
+          for (const d of destinations()) {
+            const value = read(d)
+            if (value !== undefined) this.set({ destination: d.name }, value)
+          }
+        }
+      })
+    }
+    gauge('evs_open_files', 'Files open for writing', (d) => stat(d, 'openFiles'))
+    gauge('evs_spool_bytes', 'Bytes waiting in the spool for upload (object stores)', (d) => stat(d, 'pendingBytes'))
+    gauge('evs_oldest_pending_seconds', 'Age of the oldest event waiting for upload (object stores)', (d) => {
+      const since = stat(d, 'oldestPendingAt')
+      return since === undefined ? undefined : Math.max(0, (this.#now() - since) / 1000)
+    })
+    gauge('evs_upload_retries', 'Failed upload attempts so far, each followed by a retry', (d) => stat(d, 'uploadRetries'))
+    gauge('evs_quarantined_files', 'Files the store refused for good, kept in quarantine', (d) => stat(d, 'quarantined'))
+  }
+
+  /** A bounded topic label: DSS's topics and the first others seen, then "other". */
+  topic (topic: string): string {
+    if (this.#topics.has(topic)) return topic
+    if (this.#topics.size < MAX_TOPIC_LABELS + KNOWN_TOPICS.length) {
+      this.#topics.add(topic)
+      return topic
+    }
+    return OTHER_TOPIC
+  }
+
+  error (err: unknown, where: string): void {
+    this.lastError = { message: err instanceof Error ? err.message : String(err), at: new Date(this.#now()).toISOString(), where }
+  }
+
+  forDestination (name: string): DestinationMetrics {
+    return {
+      synced: (seconds) => { this.syncDuration.observe({ destination: name }, seconds) },
+      completed: () => { this.filesCompleted.inc({ destination: name }) },
+      uploaded: (seconds, outcome) => { this.uploadDuration.observe({ destination: name, outcome }, seconds) },
+      error: (err) => { this.error(err, `destination ${name}`) }
+    }
+  }
+}

@@ -1,0 +1,33 @@
+import type { FastifyBaseLogger } from 'fastify'
+
+const PER_SECOND = 10
+const BURST = 50
+
+/**
+ * One log line per rejected request, at most PER_SECOND a second on average (bursts of BURST):
+ * a flood of bad requests cannot fill the disk. The next line written says how many were left out.
+ */
+export class RejectionLog {
+  readonly #logger: FastifyBaseLogger
+  #tokens = BURST
+  #last = Date.now()
+  #suppressed = 0
+
+  constructor (logger: FastifyBaseLogger) {
+    this.#logger = logger
+  }
+
+  log (fields: Record<string, unknown>, message: string): void {
+    const now = Date.now()
+    this.#tokens = Math.min(BURST, this.#tokens + ((now - this.#last) / 1000) * PER_SECOND)
+    this.#last = now
+    if (this.#tokens < 1) {
+      this.#suppressed++
+      return
+    }
+    this.#tokens--
+    const suppressed = this.#suppressed
+    this.#suppressed = 0
+    this.#logger.info(suppressed > 0 ? { ...fields, suppressedSinceLastLine: suppressed } : fields, `request rejected: ${message}`)
+  }
+}
