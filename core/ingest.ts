@@ -13,6 +13,8 @@ import { Dispatch, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './router.js'
 export interface IngestRuntime {
   readonly metrics: Metrics
   now(): number
+  /** Counts one request in on the current pipeline; undefined while a reload swaps it. */
+  tryAcquire(): Pipeline | undefined
   /** Waits out a reload in progress, then counts one request in on the current pipeline. */
   acquire(): Promise<Pipeline>
 }
@@ -92,18 +94,31 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     return trustCache.get(pipeline)
   }
 
+  // DSS nodes post to the same few URLs: their topic and routing key are worked out once.
+  let defaultsCache = new Map<string, { topic: string | undefined, routingKey: string | undefined }>()
+  const defaultsOf = (request: FastifyRequest): { topic: string | undefined, routingKey: string | undefined } => {
+    const url = request.raw.url ?? ''
+    let found = defaultsCache.get(url)
+    if (found === undefined) {
+      found = requestDefaults(request)
+      if (defaultsCache.size >= 1000) defaultsCache = new Map()
+      defaultsCache.set(url, found)
+    }
+    return found
+  }
+
   const hold = (request: FastifyRequest, bytes: number): void => {
     const limit = pipelineOf(request).settings.server.maxInFlightBytes
     if (inFlightBytes + bytes > limit && inFlightBytes > 0) throw new EVS_ERR_OVERLOADED(inFlightBytes, limit)
     inFlightBytes += bytes
     request[kBytes] += bytes
-    metrics.inFlightBytes.set(inFlightBytes)
+    metrics.inFlightBytes = inFlightBytes
   }
 
   const release = (request: FastifyRequest): void => {
     inFlightBytes -= request[kBytes]
     request[kBytes] = 0
-    metrics.inFlightBytes.set(inFlightBytes)
+    metrics.inFlightBytes = inFlightBytes
     const pipeline = request[kPipeline]
     if (pipeline !== undefined) {
       request[kPipeline] = undefined
@@ -112,28 +127,46 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
   }
 
   fastify.removeAllContentTypeParsers()
-  fastify.addContentTypeParser('*', async (request: FastifyRequest, payload: Readable) => {
-    const kind = bodyKind(request.headers['content-type'])
+  fastify.addContentTypeParser('*', (request: FastifyRequest, payload: Readable, done: (err: Error | null, body?: unknown) => void) => {
+    let kind: BodyKind
+    try {
+      kind = bodyKind(request.headers['content-type'])
+    } catch (err) {
+      done(err as Error)
+      return
+    }
     const limit = pipelineOf(request).settings.server.bodyLimit
     const length = request.headers['content-length']
-    const raw = await readBody(payload, limit, length === undefined ? undefined : Number(length))
-    if (raw.length > request[kBytes]) hold(request, raw.length - request[kBytes])
-    const body = await decodeBody(raw, request.headers['content-encoding'], limit)
-    if (body !== raw) hold(request, body.length)
-    return { kind, body }
+    const encoding = request.headers['content-encoding']
+    readBody(payload, limit, length === undefined ? undefined : Number(length)).then((raw) => {
+      if (raw.length > request[kBytes]) hold(request, raw.length - request[kBytes])
+      if (encoding === undefined || encoding === 'identity') {
+        done(null, { kind, body: raw })
+        return
+      }
+      return decodeBody(raw, encoding, limit).then((body) => {
+        hold(request, body.length)
+        done(null, { kind, body })
+      })
+    }).catch((err: Error) => done(err))
   })
 
   fastify.decorateRequest(kPipeline, undefined)
   fastify.decorateRequest(kKeyIndex, -1)
   fastify.decorateRequest(kBytes, 0)
-  fastify.addHook('onResponse', async (request, reply) => {
+  // Callback-style hooks: these run on every request, and a promise each would cost more than they do.
+  fastify.addHook('onResponse', (request, reply, done) => {
     release(request)
     const status = reply.statusCode
     metrics.requestDuration.observe({ outcome: status < 300 ? 'accepted' : status < 500 ? 'rejected' : 'failed' }, reply.elapsedTime / 1000)
+    done()
   })
-  fastify.addHook('onRequestAbort', async (request) => { release(request) })
-  fastify.addHook('onRequest', async (request) => {
-    const pipeline = await runtime.acquire()
+  fastify.addHook('onRequestAbort', (request, done) => {
+    release(request)
+    done()
+  })
+
+  const admit = (request: FastifyRequest, pipeline: Pipeline): void => {
     request[kPipeline] = pipeline
     const { security } = pipeline.settings
     const key = presentedKey(request.headers, security.authKeyHeader.toLowerCase())
@@ -149,6 +182,19 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     // Refuse before reading a body that would not fit in memory.
     const length = Number(request.headers['content-length'] ?? 0)
     hold(request, Number.isFinite(length) ? length : 0)
+  }
+  fastify.addHook('onRequest', (request, _reply, done) => {
+    const pipeline = runtime.tryAcquire()
+    if (pipeline === undefined) {
+      runtime.acquire().then((p) => { admit(request, p); done() }).catch(done)
+      return
+    }
+    try {
+      admit(request, pipeline)
+      done()
+    } catch (err) {
+      done(err as Error)
+    }
   })
 
   function senderAddress (request: FastifyRequest, pipeline: Pipeline): string {
@@ -174,8 +220,8 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     }
     let bytes = 0
     for (const event of batch) bytes += event.line.length
-    metrics.destinationEvents.inc({ destination: destination.name }, batch.length)
-    metrics.destinationBytes.inc({ destination: destination.name }, bytes)
+    metrics.destinationEvents.add(destination.name, batch.length)
+    metrics.destinationBytes.add(destination.name, bytes)
   }
 
   async function ingest (request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -184,7 +230,7 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     const events = parseEvents(parsed?.body ?? Buffer.alloc(0), parsed?.kind ?? 'auto')
     const receivedAt = runtime.now()
     const tail = `,"origAddress":${JSON.stringify(senderAddress(request, pipeline))},"serverTimestamp":"${pipeline.time.timestamp(receivedAt)}"}\n`
-    const defaults = requestDefaults(request)
+    const defaults = defaultsOf(request)
     const keyIndex = request[kKeyIndex]
     const dispatch = new Dispatch()
     const perTopic = new Map<string, number>()
@@ -197,16 +243,22 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       if (targets.length === 0) continue
       dispatch.add(targets, { topic, routingKey, receivedAt, line: Buffer.from(`{"clientEvent":${event.raw}${tail}`) })
     }
-    for (const [topic, count] of perTopic) metrics.eventsReceived.inc({ topic }, count)
+    for (const [topic, count] of perTopic) metrics.eventsReceived.add(topic, count)
     try {
-      await Promise.all([...dispatch.batches].map(async ([destination, batch]) => await accept(destination, batch)))
+      if (dispatch.batches.size === 1) {
+        const [destination, batch] = dispatch.batches.entries().next().value as [Destination, RoutedEvent[]]
+        await accept(destination, batch)
+      } else {
+        await Promise.all([...dispatch.batches].map(async ([destination, batch]) => await accept(destination, batch)))
+      }
     } catch (err) {
-      metrics.eventsRejected.inc({ reason: (err as { code?: string }).code ?? 'EVS_ERR_INTERNAL' }, events.length)
+      metrics.eventsRejected.add((err as { code?: string }).code ?? 'EVS_ERR_INTERNAL', events.length)
       throw err
     }
-    for (const [topic, count] of perTopic) metrics.eventsAccepted.inc({ topic }, count)
-    metrics.requestsAccepted.inc()
-    await reply.code(200).send({ status: 'ok', received: events.length, routed: dispatch.count })
+    for (const [topic, count] of perTopic) metrics.eventsAccepted.add(topic, count)
+    metrics.requestsAccepted.add('')
+    await reply.code(200).header('content-type', 'application/json; charset=utf-8')
+      .send(`{"status":"ok","received":${events.length},"routed":${dispatch.count}}`)
   }
 
   fastify.post('/events', ingest)

@@ -9,6 +9,18 @@ export const OTHER_TOPIC = 'other'
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 const UPLOAD_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 
+/**
+ * A counter kept as plain numbers on the request path and handed to Prometheus only when scraped:
+ * prom-client hashes labels on every increment, which costs more than the rest of a small request.
+ */
+export class Tally {
+  readonly values = new Map<string, number>()
+
+  add (label: string, n = 1): void {
+    this.values.set(label, (this.values.get(label) ?? 0) + n)
+  }
+}
+
 export interface LastError {
   message: string
   at: string
@@ -27,35 +39,53 @@ export class Metrics {
   readonly #topics = new Set(KNOWN_TOPICS)
   readonly #now: () => number
 
-  readonly eventsReceived: Counter<'topic'>
-  readonly eventsAccepted: Counter<'topic'>
-  readonly eventsRejected: Counter<'reason'>
-  readonly requestsAccepted: Counter
-  readonly requestsRejected: Counter<'reason'>
+  readonly eventsReceived = new Tally()
+  readonly eventsAccepted = new Tally()
+  readonly eventsRejected = new Tally()
+  readonly requestsAccepted = new Tally()
+  readonly requestsRejected = new Tally()
+  readonly destinationEvents = new Tally()
+  readonly destinationBytes = new Tally()
+  readonly filesCompleted = new Tally()
   readonly requestDuration: Histogram<'outcome'>
-  readonly destinationEvents: Counter<'destination'>
-  readonly destinationBytes: Counter<'destination'>
-  readonly filesCompleted: Counter<'destination'>
   readonly syncDuration: Histogram<'destination'>
   readonly uploadDuration: Histogram<'destination' | 'outcome'>
-  readonly inFlightBytes: Gauge
+  inFlightBytes = 0
 
   constructor (now: () => number, destinations: () => Iterable<Destination>) {
     this.#now = now
     this.startedAt = now()
     const registers = [this.registry]
-    this.eventsReceived = new Counter({ name: 'evs_events_received_total', help: 'Events parsed from requests, by topic (bounded)', labelNames: ['topic'], registers })
-    this.eventsAccepted = new Counter({ name: 'evs_events_accepted_total', help: 'Events acknowledged with a 2xx, by topic (bounded)', labelNames: ['topic'], registers })
-    this.eventsRejected = new Counter({ name: 'evs_events_rejected_total', help: 'Events parsed but not acknowledged, by reason', labelNames: ['reason'], registers })
-    this.requestsAccepted = new Counter({ name: 'evs_requests_accepted_total', help: 'Requests answered with a 2xx', registers })
-    this.requestsRejected = new Counter({ name: 'evs_requests_rejected_total', help: 'Requests refused, by error code', labelNames: ['reason'], registers })
+    const counter = (name: string, help: string, tally: Tally, label?: string): void => {
+      // eslint-disable-next-line no-new
+      new Counter({
+        name,
+        help,
+        labelNames: label === undefined ? [] : [label],
+        registers,
+        collect () {
+          this.reset()
+          for (const [value, n] of tally.values) {
+            if (label === undefined) this.inc(n)
+            else this.inc({ [label]: value }, n)
+          }
+        }
+      })
+    }
+    counter('evs_events_received_total', 'Events parsed from requests, by topic (bounded)', this.eventsReceived, 'topic')
+    counter('evs_events_accepted_total', 'Events acknowledged with a 2xx, by topic (bounded)', this.eventsAccepted, 'topic')
+    counter('evs_events_rejected_total', 'Events parsed but not acknowledged, by reason', this.eventsRejected, 'reason')
+    counter('evs_requests_accepted_total', 'Requests answered with a 2xx', this.requestsAccepted)
+    counter('evs_requests_rejected_total', 'Requests refused, by error code', this.requestsRejected, 'reason')
+    counter('evs_destination_events_total', 'Events a destination made durable', this.destinationEvents, 'destination')
+    counter('evs_destination_bytes_total', 'Bytes of JSON lines a destination made durable (before compression)', this.destinationBytes, 'destination')
+    counter('evs_files_completed_total', 'Files completed (filesystem) or objects uploaded (object stores)', this.filesCompleted, 'destination')
     this.requestDuration = new Histogram({ name: 'evs_request_duration_seconds', help: 'Time from request to answer on /events, by outcome', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers })
-    this.destinationEvents = new Counter({ name: 'evs_destination_events_total', help: 'Events a destination made durable', labelNames: ['destination'], registers })
-    this.destinationBytes = new Counter({ name: 'evs_destination_bytes_total', help: 'Bytes of JSON lines a destination made durable (before compression)', labelNames: ['destination'], registers })
-    this.filesCompleted = new Counter({ name: 'evs_files_completed_total', help: 'Files completed (filesystem) or objects uploaded (object stores)', labelNames: ['destination'], registers })
     this.syncDuration = new Histogram({ name: 'evs_fsync_duration_seconds', help: 'Duration of one group commit (write and fdatasync)', labelNames: ['destination'], buckets: LATENCY_BUCKETS, registers })
     this.uploadDuration = new Histogram({ name: 'evs_upload_duration_seconds', help: 'Duration of one upload attempt, by outcome (ok, failed, quarantined)', labelNames: ['destination', 'outcome'], buckets: UPLOAD_BUCKETS, registers })
-    this.inFlightBytes = new Gauge({ name: 'evs_in_flight_bytes', help: 'Bytes of request bodies held in memory', registers })
+    const metrics = this
+    // eslint-disable-next-line no-new
+    new Gauge({ name: 'evs_in_flight_bytes', help: 'Bytes of request bodies held in memory', registers, collect () { this.set(metrics.inFlightBytes) } })
     const stat = (d: Destination, key: string): number | undefined => {
       const value = d.stats?.()[key]
       return typeof value === 'number' ? value : undefined
@@ -103,7 +133,7 @@ export class Metrics {
   forDestination (name: string): DestinationMetrics {
     return {
       synced: (seconds) => { this.syncDuration.observe({ destination: name }, seconds) },
-      completed: () => { this.filesCompleted.inc({ destination: name }) },
+      completed: () => { this.filesCompleted.add(name) },
       uploaded: (seconds, outcome) => { this.uploadDuration.observe({ destination: name, outcome }, seconds) },
       error: (err) => { this.error(err, `destination ${name}`) }
     }

@@ -9,16 +9,19 @@ const BURST = 50
  */
 export class RejectionLog {
   readonly #logger: FastifyBaseLogger
+  readonly #now: () => number
   #tokens = BURST
-  #last = Date.now()
+  #last: number
   #suppressed = 0
 
-  constructor (logger: FastifyBaseLogger) {
+  constructor (logger: FastifyBaseLogger, now: () => number = Date.now) {
     this.#logger = logger
+    this.#now = now
+    this.#last = now()
   }
 
   log (fields: Record<string, unknown>, message: string): void {
-    const now = Date.now()
+    const now = this.#now()
     this.#tokens = Math.min(BURST, this.#tokens + ((now - this.#last) / 1000) * PER_SECOND)
     this.#last = now
     if (this.#tokens < 1) {

@@ -133,11 +133,15 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   const env = options.env ?? process.env
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
 
-  const acquire = async (): Promise<Pipeline> => {
-    while (gate !== undefined) await gate
+  const tryAcquire = (): Pipeline | undefined => {
+    if (gate !== undefined) return undefined
     const pipeline = current as Pipeline
     pipeline.enter()
     return pipeline
+  }
+  const acquire = async (): Promise<Pipeline> => {
+    while (gate !== undefined) await gate
+    return tryAcquire() as Pipeline
   }
 
   async function swap (next: PipelineSpec): Promise<void> {
@@ -213,11 +217,11 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   })
 
   current = await Pipeline.open(spec, pipelineContext)
-  const rejections = new RejectionLog(fastify.log)
+  const rejections = new RejectionLog(fastify.log, now)
   fastify.setErrorHandler(function (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
     const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
     const code = error.code ?? 'EVS_ERR_INTERNAL'
-    if (request.url.startsWith('/events')) metrics.requestsRejected.inc({ reason: code })
+    if (request.url.startsWith('/events')) metrics.requestsRejected.add(code)
     if (statusCode >= 500 && !code.startsWith('EVS_ERR_')) {
       metrics.error(error, `${request.method} ${request.url.split('?')[0] ?? ''}`)
       request.log.error({ err: error, code }, 'request failed')
@@ -228,7 +232,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     const message = statusCode >= 500 && !code.startsWith('EVS_ERR_') && !code.startsWith('FST_') ? 'Internal error; see the server log' : error.message
     void reply.code(statusCode).send({ statusCode, code, error: message })
   })
-  await fastify.register(ingestRoutes, { runtime: { metrics, now, acquire } })
+  await fastify.register(ingestRoutes, { runtime: { metrics, now, acquire, tryAcquire } })
   await fastify.register(opsRoutes, { server, now })
 }
 

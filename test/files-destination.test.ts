@@ -81,16 +81,14 @@ describe('files destination layout', () => {
     expect(events.map((e) => [e.file.slice(-7, -6), e.record.clientEvent.n])).toEqual([['1', 1], ['1', 2], ['2', 3]])
   })
 
-  it('keeps at most maxOpenFiles files open, sealing the least recently used', async () => {
-    const { app, out } = await server({ maxOpenFiles: 2 })
+  it('keeps at most maxActiveFiles files being written, sealing the least recently used', async () => {
+    const { app, out } = await server({ maxActiveFiles: 2 })
     await post(app, '/events/t/a', { n: 1 })
     await post(app, '/events/t/b', { n: 2 })
     await post(app, '/events/t/a', { n: 3 }) // a is now the most recent
     await post(app, '/events/t/c', { n: 4 }) // seals b
     await post(app, '/events/t/b', { n: 5 }) // b again: a new file; seals a
-    const stats = app.eventServer.destinations.get('all')?.stats?.() as { openFiles: number, filesSealed: number }
-    expect(stats.openFiles).toBe(2)
-    expect(stats.filesSealed).toBe(2)
+    await app.eventServer.destinations.get('all')?.flush()
     const files = (await listFiles(out)).map((f) => f.replace(/\/\d{4}\/\d\d\/\d\d\/\d\d\//, '/'))
     expect(files).toEqual([
       'events/t/a/test-1_all_0000000001.jsonl',
@@ -98,6 +96,23 @@ describe('files destination layout', () => {
       'events/t/b/test-1_all_0000000004.jsonl',
       'events/t/c/test-1_all_0000000003.jsonl'
     ])
+  })
+
+  it('keeps at most maxOpenFiles descriptors open, reopening files instead of starting new ones', async () => {
+    const { app, out } = await server({ maxOpenFiles: 3 })
+    let maxOpen = 0
+    for (let round = 0; round < 4; round++) {
+      // Concurrent requests to 10 partitions: one commit touches more files than the cap.
+      await Promise.all(Array.from({ length: 10 }, async (_, k) => await post(app, `/events/t/rk${k}`, { round, k })))
+      const stats = app.eventServer.destinations.get('all')?.stats?.() as { openFiles: number }
+      maxOpen = Math.max(maxOpen, stats.openFiles)
+    }
+    expect(maxOpen).toBeLessThanOrEqual(3)
+    const files = await listFiles(out)
+    expect(files).toHaveLength(10)
+    const events = await readEvents(out)
+    expect(events).toHaveLength(40)
+    for (const { file, record } of events) expect(file.split('/')[2]).toBe(`rk${record.clientEvent.k}`)
   })
 
   it('compresses with gzip: every file is valid gzip holding the lines in order', async () => {

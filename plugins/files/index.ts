@@ -48,7 +48,9 @@ export const FilesDestinationSchema = Type.Object({
   flushEveryS: Type.Optional(Type.Number({ minimum: 0, description: 'default: 0 on an appendable connection (filesystem), 300 on object stores' })),
   compression: literals(['none', 'gzip'] as const, 'none'),
   durability: literals(['fsync', 'write'] as const, 'fsync'),
-  maxOpenFiles: Type.Integer({ default: 256, minimum: 1 }),
+  maxOpenFiles: Type.Integer({ default: 256, minimum: 1, description: 'file descriptors kept open' }),
+  maxActiveFiles: Type.Integer({ default: 10000, minimum: 1, description: 'files being written at once' }),
+  pipelinedCommits: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'group commits whose fdatasync may overlap' }),
   spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores only; default <stateDir>/<destination>/spool' })),
   spoolMaxBytes: Type.Integer({ default: 1024 ** 3, minimum: 1 }),
   maxConcurrentUploads: Type.Integer({ default: 4, minimum: 1, maximum: 64 }),
@@ -164,6 +166,8 @@ export class FilesDestination implements Destination {
       flushEveryBytes: options.flushEveryBytes,
       flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
       maxOpenFiles: options.maxOpenFiles,
+      maxActiveFiles: options.maxActiveFiles,
+      pipelinedCommits: options.pipelinedCommits,
       journal,
       logger,
       now: context.now,
@@ -186,11 +190,11 @@ export class FilesDestination implements Destination {
     this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
   }
 
-  async accept (events: readonly RoutedEvent[]): Promise<void> {
+  accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
-    if (writer === undefined || this.#closed) throw new Error(`destination ${this.name} is not open`)
+    if (writer === undefined || this.#closed) return Promise.reject(new Error(`destination ${this.name} is not open`))
     if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
-      throw new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes)
+      return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
     let lastAt = Number.NaN
     let parts: TimeParts | undefined
@@ -209,7 +213,7 @@ export class FilesDestination implements Destination {
     }
     const writes: Array<Promise<void>> = []
     for (const [folder, lines] of byFolder) writes.push(writer.append(folder, period, lines))
-    await (writes.length === 1 ? writes[0] : Promise.all(writes))
+    return writes.length === 1 ? writes[0] as Promise<void> : Promise.all(writes).then(() => {})
   }
 
   #folder (topic: string, routingKey: string, parts: TimeParts, period: string): string {

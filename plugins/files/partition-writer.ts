@@ -23,7 +23,12 @@ export interface WriterOptions {
   flushEveryBytes: number
   /** A file is sealed this many seconds after it was opened; 0 never. */
   flushEveryS: number
+  /** File descriptors kept open at most (least recently used closed first). */
   maxOpenFiles: number
+  /** Files being written at most (least recently used sealed first). */
+  maxActiveFiles: number
+  /** Commits whose fdatasync may run at once: the next commit writes while earlier ones sync. */
+  pipelinedCommits: number
   journal: Journal
   logger: FastifyBaseLogger
   now(): number
@@ -48,6 +53,7 @@ export interface SealedFile {
 
 export interface WriterStats {
   openFiles: number
+  activeFiles: number
   filesOpened: number
   filesSealed: number
   bytesWritten: number
@@ -56,9 +62,11 @@ export interface WriterStats {
   syncs: number
 }
 
+
 /** A file being written: lines wait in `pending` until the next commit writes and syncs them. */
 class OpenFile {
   handle: FileHandle | undefined
+  created = false
   size = 0
   pending: Buffer[] = []
   pendingBytes = 0
@@ -67,6 +75,10 @@ class OpenFile {
   retired = false
   failed = false
   sealed = false
+  /** Writes or syncs in flight on the handle: it cannot be closed meanwhile. */
+  busy = 0
+  /** Syncs in flight for this file. */
+  readonly syncs = new Set<Promise<void>>()
 
   constructor (
     public seq: number,
@@ -77,28 +89,42 @@ class OpenFile {
   ) {}
 }
 
+interface Written {
+  file: OpenFile
+  waiter: Deferred | undefined
+  started: number
+}
+
 /**
- * Appends lines to one file per folder and time period, under a local root, with group commit:
- * lines appended while a commit runs wait for the next one, and one write plus one fdatasync per
- * touched file serves every request in it. The promise `append` returns settles when the lines are
- * durable (or written, with durability `write`). Files are sealed by size, age, period change, the
- * open-file cap (least recently used first), and on flush; a sealed file is never written again.
+ * Appends lines to one file per folder and time period, with pipelined group commit: lines
+ * appended while a commit runs wait for the next one; one write plus one fdatasync per touched file
+ * serves every request in a commit, and the next commit writes while earlier ones are still
+ * syncing. The promise `append` returns settles when the lines are durable (or written, with
+ * durability `write`). Files are sealed by size, age, period change, the active-file cap (least
+ * recently used first), and on flush; a sealed file is never written again. File descriptors are
+ * a cache of their own, capped by maxOpenFiles: many partitions cost reopening, not new files.
  */
 export class PartitionWriter {
   readonly #options: WriterOptions
-  readonly #open = new Map<string, OpenFile>()
+  readonly #active = new Map<string, OpenFile>()
   readonly #dirty = new Set<OpenFile>()
+  /** Open descriptors in least-recently-used order. */
+  readonly #descriptors = new Set<OpenFile>()
+  readonly #syncing = new Set<Promise<void>>()
+  /** Descriptors being opened or closed: they count against the cap too. */
+  #inTransit = 0
+  readonly #sealing = new Set<Promise<void>>()
   #committing = false
   #scheduled = false
   #idle: Deferred | undefined
-  readonly stats: WriterStats = { openFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
+  readonly stats: WriterStats = { openFiles: 0, activeFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
 
   constructor (options: WriterOptions) {
     this.#options = options
   }
 
   append (folder: string, period: string, lines: readonly Buffer[]): Promise<void> {
-    let file = this.#open.get(folder)
+    let file = this.#active.get(folder)
     if (file !== undefined && file.period !== period) {
       this.#retire(file)
       file = undefined
@@ -106,9 +132,9 @@ export class PartitionWriter {
     if (file === undefined) {
       file = this.#create(folder, period)
     } else {
-      // Keep the map in least-recently-used order for the open-file cap.
-      this.#open.delete(folder)
-      this.#open.set(folder, file)
+      // Keep the map in least-recently-used order for the active-file cap.
+      this.#active.delete(folder)
+      this.#active.set(folder, file)
     }
     for (const line of lines) {
       file.pending.push(line)
@@ -127,39 +153,35 @@ export class PartitionWriter {
   sealExpired (currentPeriod: (folder: string) => string): void {
     const { flushEveryS, now } = this.#options
     const limit = flushEveryS > 0 ? now() - flushEveryS * 1000 : Number.NEGATIVE_INFINITY
-    for (const file of [...this.#open.values()]) {
+    for (const file of [...this.#active.values()]) {
       if (file.openedAt <= limit || file.period !== currentPeriod(file.folder)) this.#retire(file)
     }
   }
 
   /** Commits everything appended so far and seals every open file. */
   async flush (): Promise<void> {
-    for (const file of [...this.#open.values()]) this.#retire(file)
+    for (const file of [...this.#active.values()]) this.#retire(file)
     await this.#whenIdle()
   }
 
-  get openFiles (): number {
-    return this.#open.size
-  }
-
   #create (folder: string, period: string): OpenFile {
-    const { journal, fileName, now, maxOpenFiles } = this.#options
-    if (this.#open.size >= maxOpenFiles) {
-      const oldest = this.#open.values().next().value
+    const { journal, fileName, now, maxActiveFiles } = this.#options
+    if (this.#active.size >= maxActiveFiles) {
+      const oldest = this.#active.values().next().value
       if (oldest !== undefined) this.#retire(oldest)
     }
     const seq = journal.nextSeq()
     const file = new OpenFile(seq, `${folder}/${fileName(seq)}`, folder, period, now())
-    this.#open.set(folder, file)
-    this.stats.openFiles = this.#open.size
+    this.#active.set(folder, file)
+    this.stats.activeFiles = this.#active.size
     return file
   }
 
   #retire (file: OpenFile): void {
     if (file.retired) return
     file.retired = true
-    if (this.#open.get(file.folder) === file) this.#open.delete(file.folder)
-    this.stats.openFiles = this.#open.size
+    if (this.#active.get(file.folder) === file) this.#active.delete(file.folder)
+    this.stats.activeFiles = this.#active.size
     this.#dirty.add(file)
     this.#schedule()
   }
@@ -175,26 +197,34 @@ export class PartitionWriter {
 
   async #commit (): Promise<void> {
     this.#committing = true
-    while (this.#dirty.size > 0) {
-      const files = [...this.#dirty]
-      this.#dirty.clear()
-      this.stats.commits++
-      await Promise.all(files.map(async (file) => {
-        await this.#commitFile(file).catch((err) => this.#options.logger.error({ err, key: file.key }, 'file commit failed'))
-      }))
+    try {
+      while (this.#dirty.size > 0) {
+        // Bound the pipeline: at most pipelinedCommits commits wait on their syncs.
+        while (this.#syncing.size >= this.#options.pipelinedCommits) await Promise.race(this.#syncing)
+        const files = [...this.#dirty]
+        this.#dirty.clear()
+        this.stats.commits++
+        // Write in waves no larger than the descriptor cap; each wave's syncs start at once.
+        for (let i = 0; i < files.length; i += this.#options.maxOpenFiles) {
+          const wave = files.slice(i, i + this.#options.maxOpenFiles)
+          const results = await Promise.all(wave.map(async (file) => await this.#write(file)))
+          this.#sync(results.filter((w): w is Written => w !== undefined))
+          for (const file of wave) this.#sealWhenDone(file)
+        }
+      }
+    } catch (err) {
+      this.#options.logger.error({ err }, 'commit loop failed')
+    } finally {
+      this.#committing = false
+      this.#checkIdle()
     }
-    this.#committing = false
-    const idle = this.#idle
-    this.#idle = undefined
-    idle?.resolve()
   }
 
-  async #whenIdle (): Promise<void> {
-    if (!this.#committing && !this.#scheduled && this.#dirty.size === 0) return
-    await (this.#idle ??= new Deferred()).promise
-  }
-
-  async #commitFile (file: OpenFile): Promise<void> {
+  /**
+   * Writes a file's pending lines; returns what its sync must resolve. The file stays busy (its
+   * descriptor cannot be closed) until that sync is done.
+   */
+  async #write (file: OpenFile): Promise<Written | undefined> {
     const waiter = file.waiter
     const lines = file.pending
     const count = file.pendingLines
@@ -202,37 +232,156 @@ export class PartitionWriter {
     file.pending = []
     file.pendingBytes = 0
     file.pendingLines = 0
-    if (lines.length > 0) {
-      try {
-        if (file.failed) throw new Error('the file failed earlier')
-        const started = performance.now()
-        await this.#ensureOpen(file)
-        const handle = file.handle as FileHandle
-        const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
-        const written = await writeAll(handle, data)
-        if (this.#options.durability === 'fsync') {
-          await handle.datasync()
-          this.stats.syncs++
-        }
-        file.size += written
-        this.stats.bytesWritten += written
-        this.#options.onWritten?.(written)
-        this.#options.onSynced?.((performance.now() - started) / 1000)
-        this.stats.linesWritten += count
-        waiter?.resolve()
-      } catch (err) {
-        file.failed = true
-        this.#retire(file)
-        this.#options.logger.error({ err, key: file.key }, 'writing events failed')
-        this.#options.onError?.(err)
-        waiter?.reject(err)
-      }
+    if (lines.length === 0) return undefined
+    const started = performance.now()
+    file.busy++
+    try {
+      if (file.failed) throw new Error('the file failed earlier')
+      const handle = await this.#descriptor(file)
+      const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
+      const bytes = await writeAll(handle, data)
+      file.size += bytes
+      this.stats.bytesWritten += bytes
+      this.stats.linesWritten += count
+      this.#options.onWritten?.(bytes)
+      return { file, waiter, started }
+    } catch (err) {
+      file.busy--
+      this.#fail(file, err)
+      waiter?.reject(err)
+      return undefined
     }
-    if (file.retired && file.pending.length === 0 && !file.sealed) await this.#seal(file)
   }
 
-  async #ensureOpen (file: OpenFile): Promise<void> {
-    if (file.handle !== undefined) return
+  /** Syncs what a commit wrote, then answers its requests; the commit loop does not wait. */
+  #sync (written: Written[]): void {
+    if (written.length === 0) return
+    if (this.#options.durability === 'write') {
+      for (const w of written) {
+        w.file.busy--
+        w.waiter?.resolve()
+        this.#options.onSynced?.((performance.now() - w.started) / 1000)
+      }
+      return
+    }
+    const done = Promise.all(written.map(async (w) => {
+      const { file } = w
+      const sync = (async () => {
+        try {
+          await (file.handle as FileHandle).datasync()
+          this.stats.syncs++
+          w.waiter?.resolve()
+          this.#options.onSynced?.((performance.now() - w.started) / 1000)
+        } catch (err) {
+          this.#fail(file, err)
+          w.waiter?.reject(err)
+        } finally {
+          file.busy--
+        }
+      })()
+      file.syncs.add(sync)
+      await sync
+      file.syncs.delete(sync)
+    })).then(() => {})
+    this.#syncing.add(done)
+    void done.finally(() => {
+      this.#syncing.delete(done)
+      this.#checkIdle()
+    })
+  }
+
+  #fail (file: OpenFile, err: unknown): void {
+    if (!file.failed) {
+      file.failed = true
+      this.#options.logger.error({ err, key: file.key }, 'writing events failed')
+      this.#options.onError?.(err)
+    }
+    this.#retire(file)
+  }
+
+  /** A retired file is sealed once its last write and syncs are done. */
+  #sealWhenDone (file: OpenFile): void {
+    if (!file.retired || file.sealed || file.pending.length > 0) return
+    file.sealed = true
+    const sealing = Promise.all(file.syncs).then(async () => await this.#seal(file)).catch((err: unknown) => {
+      this.#options.logger.error({ err, key: file.key }, 'sealing a file failed; recovery will look at it on restart')
+    })
+    this.#sealing.add(sealing)
+    void sealing.finally(() => {
+      this.#sealing.delete(sealing)
+      this.#checkIdle()
+    })
+  }
+
+  async #seal (file: OpenFile): Promise<void> {
+    const path = this.#options.localPath(file.key)
+    if (file.created) {
+      // The file stays open (or is reopened, within the descriptor cap) to cut a failed write and sync.
+      file.busy++
+      const handle = await this.#descriptor(file).finally(() => { file.busy-- })
+      this.#release(file)
+      try {
+        if (file.failed) await handle.truncate(file.size)
+        await handle.datasync()
+      } finally {
+        await handle.close()
+      }
+    }
+    await this.#options.journal.sealed(file.seq)
+    if (file.created) {
+      this.stats.filesSealed++
+      this.#options.onSealed?.({ seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt })
+    }
+  }
+
+  /** The file's descriptor, opening (or creating) it and closing the least recently used beyond the cap. */
+  async #descriptor (file: OpenFile): Promise<FileHandle> {
+    if (file.handle !== undefined) {
+      this.#descriptors.delete(file)
+      this.#descriptors.add(file)
+      return file.handle
+    }
+    while (this.#descriptors.size + this.#inTransit >= this.#options.maxOpenFiles) {
+      let idle: OpenFile | undefined
+      for (const f of this.#descriptors) {
+        if (f.busy === 0) {
+          idle = f
+          break
+        }
+      }
+      if (idle === undefined) {
+        // Every descriptor is in use by this commit or an earlier one still syncing: wait a turn.
+        await new Promise((resolve) => setImmediate(resolve))
+        continue
+      }
+      const handle = idle.handle as FileHandle
+      this.#release(idle)
+      this.#inTransit++
+      try {
+        await handle.close()
+      } finally {
+        this.#inTransit--
+      }
+    }
+    this.#inTransit++
+    try {
+      if (file.created) file.handle = await open(this.#options.localPath(file.key), 'a')
+      else await this.#createFile(file)
+    } finally {
+      this.#inTransit--
+    }
+    this.#descriptors.add(file)
+    this.stats.openFiles = this.#descriptors.size
+    return file.handle as FileHandle
+  }
+
+  #release (file: OpenFile): void {
+    file.handle = undefined
+    this.#descriptors.delete(file)
+    this.stats.openFiles = this.#descriptors.size
+  }
+
+  async #createFile (file: OpenFile): Promise<void> {
     const { journal, localPath, fileName } = this.#options
     await journal.opened(file.seq, file.key)
     for (;;) {
@@ -251,39 +400,23 @@ export class PartitionWriter {
         await journal.opened(file.seq, file.key)
         continue
       }
+      file.created = true
       await syncNewFolders(dirname(path), created)
       this.stats.filesOpened++
       return
     }
   }
 
-  async #seal (file: OpenFile): Promise<void> {
-    file.sealed = true
-    const handle = file.handle
-    const path = this.#options.localPath(file.key)
-    if (handle !== undefined) {
-      try {
-        // After a failed write, cut whatever part of it reached the file.
-        if (file.failed) await handle.truncate(file.size)
-        await handle.datasync()
-      } catch (err) {
-        this.#options.logger.error({ err, key: file.key }, 'sealing a file failed; recovery will look at it on restart')
-        await handle.close().catch(() => {})
-        return
-      } finally {
-        file.handle = undefined
-      }
-      await handle.close()
-    }
-    try {
-      await this.#options.journal.sealed(file.seq)
-    } catch (err) {
-      this.#options.logger.error({ err, key: file.key }, 'recording a sealed file failed')
-    }
-    if (handle !== undefined) {
-      this.stats.filesSealed++
-      this.#options.onSealed?.({ seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt })
-    }
+  #checkIdle (): void {
+    if (this.#committing || this.#scheduled || this.#dirty.size > 0 || this.#syncing.size > 0 || this.#sealing.size > 0) return
+    const idle = this.#idle
+    this.#idle = undefined
+    idle?.resolve()
+  }
+
+  async #whenIdle (): Promise<void> {
+    if (!this.#committing && !this.#scheduled && this.#dirty.size === 0 && this.#syncing.size === 0 && this.#sealing.size === 0) return
+    await (this.#idle ??= new Deferred()).promise
   }
 }
 
