@@ -234,14 +234,34 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     const keyIndex = request[kKeyIndex]
     const dispatch = new Dispatch()
     const perTopic = new Map<string, number>()
+    // Events of a batch mostly share topic and routing key: route each pair once.
+    let lastTopic: string | undefined
+    let lastRoutingKey: string | undefined
+    let targets: Destination[] = []
+    const routed: Array<{ topic: string, routingKey: string, targets: Destination[], text: string }> = []
+    let all = ''
     for (const event of events) {
       const topic = firstField(event.value, TOPIC_FIELDS) ?? defaults.topic ?? UNKNOWN_TOPIC
       const routingKey = firstField(event.value, ROUTING_KEY_FIELDS) ?? defaults.routingKey ?? UNKNOWN_ROUTING_KEY
       const label = metrics.topic(topic)
       perTopic.set(label, (perTopic.get(label) ?? 0) + 1)
-      const targets = pipeline.router.matches(topic, routingKey, keyIndex)
+      if (topic !== lastTopic || routingKey !== lastRoutingKey) {
+        targets = pipeline.router.matches(topic, routingKey, keyIndex)
+        lastTopic = topic
+        lastRoutingKey = routingKey
+      }
       if (targets.length === 0) continue
-      dispatch.add(targets, { topic, routingKey, receivedAt, line: Buffer.from(`{"clientEvent":${event.raw}${tail}`) })
+      const text = `{"clientEvent":${event.raw}${tail}`
+      all += text
+      routed.push({ topic, routingKey, targets, text })
+    }
+    // One UTF-8 encoding for the whole request; each event's line is a view into it.
+    const lines = Buffer.from(all)
+    let offset = 0
+    for (const r of routed) {
+      const end = offset + Buffer.byteLength(r.text)
+      dispatch.add(r.targets, { topic: r.topic, routingKey: r.routingKey, receivedAt, line: lines.subarray(offset, end) })
+      offset = end
     }
     for (const [topic, count] of perTopic) metrics.eventsReceived.add(topic, count)
     try {

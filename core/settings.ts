@@ -137,7 +137,11 @@ export function parseCoreSettings (document: unknown, env: NodeJS.ProcessEnv = p
   return { ok: true, settings: result.value, warnings: mapped.warnings }
 }
 
+/**
+ * `<hostname>-<port>`: two instances on one host cannot share a port. With port 0 (any free port,
+ * known only after listening) the process id stands in for it, for the same reason.
+ */
 export function defaultInstanceId (port: number): string {
   const host = hostname().toLowerCase().replace(/[^a-z0-9.-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 50)
-  return `${host === '' ? 'evs' : host}-${port}`
+  return `${host === '' ? 'evs' : host}-${port === 0 ? `p${process.pid}` : port}`
 }

@@ -200,16 +200,32 @@ export class FilesDestination implements Destination {
     let parts: TimeParts | undefined
     let period = ''
     const byFolder = new Map<string, Buffer[]>()
+    let lastTopic: string | undefined
+    let lastRoutingKey: string | undefined
+    let lines: Buffer[] = []
     for (const event of events) {
       if (event.receivedAt !== lastAt) {
         lastAt = event.receivedAt
         parts = this.#time.parts(lastAt)
         period = this.#layout.period(parts)
+        lastTopic = undefined
       }
-      const folder = this.#folder(event.topic, event.routingKey, parts as TimeParts, period)
-      const lines = byFolder.get(folder)
-      if (lines === undefined) byFolder.set(folder, [event.line])
-      else lines.push(event.line)
+      if (event.topic !== lastTopic || event.routingKey !== lastRoutingKey) {
+        lastTopic = event.topic
+        lastRoutingKey = event.routingKey
+        const folder = this.#folder(event.topic, event.routingKey, parts as TimeParts, period)
+        const found = byFolder.get(folder)
+        if (found === undefined) byFolder.set(folder, lines = [])
+        else lines = found
+      }
+      // Lines of one request are views into one buffer: neighbours merge into a single write vector.
+      const previous = lines[lines.length - 1]
+      const line = event.line
+      if (previous !== undefined && previous.buffer === line.buffer && previous.byteOffset + previous.length === line.byteOffset) {
+        lines[lines.length - 1] = Buffer.from(line.buffer, previous.byteOffset, previous.length + line.length)
+      } else {
+        lines.push(line)
+      }
     }
     const writes: Array<Promise<void>> = []
     for (const [folder, lines] of byFolder) writes.push(writer.append(folder, period, lines))
