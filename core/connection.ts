@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Static, TSchema } from '@sinclair/typebox'
@@ -84,4 +85,11 @@ export interface ConnectionType<S extends TSchema = TSchema> {
   /** Cross-field checks the schema cannot express; no I/O. */
   check?(options: Static<S>, context: ConnectionContext): SettingsProblem[]
   create(options: Static<S>, context: ConnectionContext): Connection
+}
+
+/** What every `check()` does: write a small probe object and delete it. */
+export async function writeAndDeleteProbe (connection: Pick<Connection, 'put' | 'delete'>): Promise<void> {
+  const probe = `.dss-event-server-probe-${randomBytes(6).toString('hex')}`
+  await connection.put(probe, Buffer.from('probe\n'), { contentType: 'text/plain' })
+  await connection.delete(probe)
 }

@@ -12,7 +12,7 @@ import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
 import { RejectionLog } from './rejection-log.js'
 import type { Settings, TlsSettings } from './schemas/settings.js'
-import { defaultInstanceId, parseCoreSettings, readSettingsFile, type SettingsSource } from './settings.js'
+import { defaultInstanceId, parseCoreSettings, readSettingsFile, type CoreSettingsResult, type SettingsSource } from './settings.js'
 import { registerTypes, resolveTypes } from './types.js'
 import { formatProblems, type SettingsProblem } from './validation.js'
 
@@ -80,8 +80,8 @@ async function readSource (options: BuildServerOptions): Promise<SettingsSource>
 }
 
 /** Validates a settings source down to every type's options, loading the plugins it names into `fastify`. */
-async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv): Promise<PipelineSpec> {
-  const core = parseCoreSettings(source.document, env)
+async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv, parsed?: CoreSettingsResult): Promise<PipelineSpec> {
+  const core = parsed ?? parseCoreSettings(source.document, env)
   if (!core.ok) throw settingsError(core.problems)
   await registerTypes(fastify, core.settings, source.baseDir)
   const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
@@ -260,7 +260,7 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     return503OnClosing: true
   })
   try {
-    const spec = await resolveSpec(fastify, source, options.env ?? process.env)
+    const spec = await resolveSpec(fastify, source, options.env ?? process.env, core)
     for (const warning of spec.warnings) fastify.log.warn(warning)
     await fastify.register(runtimePlugin, {
       spec,

@@ -3,7 +3,6 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fsSettings, listFiles, readEvents, start, tempDir } from './helpers.js'
 
-const HOUR = 3600_000
 
 async function server (destination: Record<string, unknown>, clock?: { t: number }) {
   const dir = await tempDir()

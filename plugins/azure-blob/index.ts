@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { BlobServiceClient, StorageSharedKeyCredential, type ContainerClient } from '@azure/storage-blob'
-import { markPermanent, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
+import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
 import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
 import { assertSafeKey } from '../../core/path-encoding.js'
 import type { SettingsProblem } from '../../core/validation.js'
@@ -132,9 +131,7 @@ export class AzureBlobConnection implements Connection {
   }
 
   async check (): Promise<void> {
-    const probe = `.dss-event-server-probe-${randomBytes(6).toString('hex')}`
-    await this.put(probe, Buffer.from('probe\n'), { contentType: 'text/plain' })
-    await this.delete(probe)
+    await writeAndDeleteProbe(this)
   }
 
   async close (): Promise<void> {

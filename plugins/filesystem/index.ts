@@ -1,13 +1,13 @@
-import { createReadStream, createWriteStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
-import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import type { Connection, ConnectionContext, ObjectInfo, PutOptions } from '../../core/connection.js'
+import { writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
 import { EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
 import { isSafeKey } from '../../core/path-encoding.js'
 import { fsyncDir } from '../../core/fs-sync.js'
@@ -106,9 +106,7 @@ export class FilesystemConnection implements Connection {
 
   async check (): Promise<void> {
     await mkdir(this.root, { recursive: true })
-    const probe = `.dss-event-server-probe-${randomBytes(6).toString('hex')}`
-    await this.put(probe, Buffer.from('probe\n'))
-    await this.delete(probe)
+    await writeAndDeleteProbe(this)
   }
 
   async close (): Promise<void> {}

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -6,7 +5,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Storage, type Bucket, type StorageOptions } from '@google-cloud/storage'
-import { markPermanent, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
+import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
 import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
 import { assertSafeKey } from '../../core/path-encoding.js'
 import type { SettingsProblem } from '../../core/validation.js'
@@ -124,9 +123,7 @@ export class GcsConnection implements Connection {
   }
 
   async check (): Promise<void> {
-    const probe = `.dss-event-server-probe-${randomBytes(6).toString('hex')}`
-    await this.put(probe, Buffer.from('probe\n'), { contentType: 'text/plain' })
-    await this.delete(probe)
+    await writeAndDeleteProbe(this)
   }
 
   async close (): Promise<void> {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
@@ -7,7 +6,7 @@ import {
   DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
-import { markPermanent, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
+import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
 import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
 import { assertSafeKey } from '../../core/path-encoding.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
@@ -153,9 +152,7 @@ export class S3Connection implements Connection {
   }
 
   async check (): Promise<void> {
-    const probe = `.dss-event-server-probe-${randomBytes(6).toString('hex')}`
-    await this.put(probe, Buffer.from('probe\n'), { contentType: 'text/plain' })
-    await this.delete(probe)
+    await writeAndDeleteProbe(this)
   }
 
   async close (): Promise<void> {
