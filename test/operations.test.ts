@@ -330,4 +330,35 @@ describe('TLS', () => {
     await expect(postTo({})).rejects.toThrow()
     await expect(postTo({ cert: server.cert, key: server.private })).rejects.toThrow()
   })
+
+  it('re-reads the certificate files on reload: renewed certificates apply to new connections', async () => {
+    const dir = await tempDir()
+    const make = async () => await generate([{ name: 'commonName', value: 'localhost' }], {
+      keySize: 2048,
+      algorithm: 'sha256',
+      extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }]
+    } as never)
+    const first = await make()
+    const renewed = await make()
+    await writeFile(join(dir, 'cert.pem'), first.cert)
+    await writeFile(join(dir, 'key.pem'), first.private)
+    const file = join(dir, 'settings.json')
+    await writeFile(file, JSON.stringify(fsSettings({}, { server: { tls: { cert: 'cert.pem', key: 'key.pem' } } })))
+    const app = await start({ settingsFile: file, logger: false } as never)
+    const address = await app.listen({ host: '127.0.0.1', port: 0 })
+    const post = async (ca: string): Promise<number> => await new Promise((resolve, reject) => {
+      const req = httpsRequest(`${address}/events/t/r`, { method: 'POST', headers: { 'content-type': 'application/json' }, ca, agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      })
+      req.on('error', reject)
+      req.end('{"a":1}')
+    })
+    expect(await post(first.cert)).toBe(200)
+    await writeFile(join(dir, 'cert.pem'), renewed.cert)
+    await writeFile(join(dir, 'key.pem'), renewed.private)
+    await app.eventServer.reload()
+    expect(await post(renewed.cert)).toBe(200)
+    await expect(post(first.cert)).rejects.toThrow()
+  })
 })

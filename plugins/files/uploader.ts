@@ -148,6 +148,11 @@ export class Uploader {
     try {
       await connection.put(file.key, createReadStream(file.path), { ...contentTypeOf(file.key), size: file.size, signal })
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (err as NodeJS.ErrnoException).path === file.path) {
+        // The spool file is gone: another uploader of this spool (before a reload) finished it.
+        this.#removed(file)
+        return
+      }
       this.stats.lastError = { message: (err as Error).message, at: new Date(this.#options.now()).toISOString() }
       if (isPermanent(err)) {
         this.#options.onAttempt?.(seconds(), 'quarantined', err)
