@@ -1,5 +1,4 @@
-import { createReadStream } from 'node:fs'
-import { mkdir, rename, rmdir, unlink } from 'node:fs/promises'
+import { mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import { isPermanent, type Connection } from '../../core/connection.js'
@@ -145,14 +144,21 @@ export class Uploader {
     const { file } = job
     const started = performance.now()
     const seconds = (): number => (performance.now() - started) / 1000
+    let handle: FileHandle
     try {
-      await connection.put(file.key, createReadStream(file.path), { ...contentTypeOf(file.key), size: file.size, signal })
+      // Opened before the upload starts, so a missing file is an answer here, not a stray stream error.
+      handle = await open(file.path, 'r')
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (err as NodeJS.ErrnoException).path === file.path) {
-        // The spool file is gone: another uploader of this spool (before a reload) finished it.
-        this.#removed(file)
-        return
-      }
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      // The spool file is gone: another uploader of this spool (before a reload) finished it.
+      this.#removed(file)
+      return
+    }
+    const body = handle.createReadStream()
+    try {
+      await connection.put(file.key, body, { ...contentTypeOf(file.key), size: file.size, signal })
+    } catch (err) {
+      body.destroy() // a failed upload may not have read the file to its end: release the descriptor
       this.stats.lastError = { message: (err as Error).message, at: new Date(this.#options.now()).toISOString() }
       if (isPermanent(err)) {
         this.#options.onAttempt?.(seconds(), 'quarantined', err)
