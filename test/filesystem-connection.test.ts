@@ -25,3 +25,13 @@ describe('filesystem connection', () => {
     await expect(connection.check()).rejects.toMatchObject({ code: expect.stringMatching(/ENOTDIR|EEXIST/) })
   })
 })
+
+describe('filesystem connection streams', () => {
+  it('rejects (and does not crash) when the body stream fails before it is read', async () => {
+    const { Readable } = await import('node:stream')
+    const connection = new FilesystemConnection({ root: 'root' }, { name: 'fs', baseDir: await tempDir() })
+    const body = new Readable({ read () {} })
+    process.nextTick(() => body.destroy(new Error('source failed early')))
+    await expect(connection.put('deep/er/key', body)).rejects.toThrow('source failed early')
+  })
+})

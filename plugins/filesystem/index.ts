@@ -40,6 +40,9 @@ export class FilesystemConnection implements Connection {
   }
 
   async put (key: string, body: Readable | Buffer, _options?: PutOptions): Promise<void> {
+    // The body may fail while the folder is being made: keep that error for the pipeline below
+    // (it reads the stream's error state) instead of letting it escape as an uncaught exception.
+    if (!Buffer.isBuffer(body)) body.on('error', () => {})
     const target = this.localPath(key)
     const folder = dirname(target)
     await mkdir(folder, { recursive: true })
