@@ -25,8 +25,11 @@ export interface Destination {
   accept(events: readonly RoutedEvent[]): Promise<void>
   /** Makes everything accepted so far durable and complete (files sealed, uploads done where possible). */
   flush(): Promise<void>
-  /** Flushes, then releases every resource. No `accept` follows. */
-  close(): Promise<void>
+  /**
+   * Flushes, then releases every resource. No `accept` follows. On `reload`, a destination of the
+   * same name opens right after: work that can resume there (e.g. uploads) need not be waited for.
+   */
+  close(options?: { reason: 'shutdown' | 'reload' }): Promise<void>
   /** A snapshot for /stats and /metrics; see DestinationStats for the fields the server reads. */
   stats?(): DestinationStats
   /** Whether the destination can take events now, for /ready; cheap (no I/O). */

@@ -106,9 +106,9 @@ export class Pipeline {
   }
 
   /** Closes destinations (flushing them), then connections. Never throws: failures are logged. */
-  async close (logger?: FastifyBaseLogger): Promise<void> {
+  async close (logger?: FastifyBaseLogger, reason: 'shutdown' | 'reload' = 'shutdown'): Promise<void> {
     const destinations = [...this.destinations]
-    const results = await Promise.allSettled(destinations.map(async ([, d]) => await d.close()))
+    const results = await Promise.allSettled(destinations.map(async ([, d]) => await d.close({ reason })))
     results.forEach((r, i) => {
       if (r.status === 'rejected') logger?.error({ err: r.reason, destination: destinations[i]?.[0] }, 'destination did not close cleanly')
     })

@@ -151,7 +151,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     try {
       const drained = await Promise.race([old.drained().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref())])
       if (!drained) fastify.log.warn('reload: requests still running after 30 s; swapping anyway')
-      await old.close(fastify.log)
+      await old.close(fastify.log, 'reload')
       try {
         current = await Pipeline.open(next, pipelineContext)
       } catch (err) {

@@ -278,13 +278,15 @@ export class FilesDestination implements Destination {
     await this.#uploader?.drain()
   }
 
-  async close (): Promise<void> {
+  async close (options?: { reason: 'shutdown' | 'reload' }): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== undefined) clearInterval(this.#timer)
     if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer)
     await this.#writer?.flush()
-    await this.#uploader?.close(this.#options.uploadShutdownGraceS * 1000)
+    // On reload the next instance of this destination uploads what is left in the spool at once:
+    // waiting here would hold every request for the grace period.
+    await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
     await this.#journal?.close()
   }
 

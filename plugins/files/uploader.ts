@@ -159,6 +159,7 @@ export class Uploader {
       await connection.put(file.key, body, { ...contentTypeOf(file.key), size: file.size, signal })
     } catch (err) {
       body.destroy() // a failed upload may not have read the file to its end: release the descriptor
+      if (signal.aborted) return // stopping: the file stays in the spool for the next start
       this.stats.lastError = { message: (err as Error).message, at: new Date(this.#options.now()).toISOString() }
       if (isPermanent(err)) {
         this.#options.onAttempt?.(seconds(), 'quarantined', err)

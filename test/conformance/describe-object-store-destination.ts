@@ -188,6 +188,31 @@ export function describeObjectStoreDestination (name: string, store: ObjectStore
       expect(await listFiles(join(dir, 'local'))).toHaveLength(1)
     })
 
+    it('a reload while uploads are pending hands them to the new destination: nothing lost or duplicated', async () => {
+      const p = prefix()
+      const dir = await tempDir()
+      const file = join(dir, 'settings.json')
+      const settings = (flushEveryBytes: number): string => JSON.stringify({
+        server: { instanceId: 'reload' },
+        connections: { store: store.connection(p) },
+        destinations: [{ name: 'all', connection: 'store', flushEveryBytes, uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.3 }]
+      })
+      await writeFile(file, settings(0))
+      const app = await start({ settingsFile: file } as never)
+      await store.stop()
+      try {
+        for (let i = 0; i < 5; i++) expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { i } })).statusCode).toBe(200)
+        await writeFile(file, settings(1))
+        await app.eventServer.reload()
+        for (let i = 5; i < 8; i++) expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { i } })).statusCode).toBe(200)
+      } finally {
+        await store.restart()
+      }
+      await eventually(() => stats(app).uploads.pending === 0, 'the spool to drain after the reload')
+      const ids = [...(await objects(store.reader(p)))].flatMap(([key, body]) => lines(key, body)).map((l) => l.clientEvent.i).sort()
+      expect(ids).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    })
+
     const refusing = store.refusing
     const quarantineTitle = 'keeps a file the store refuses for good in quarantine, and counts it'
     if (typeof refusing !== 'function') it.skip(`${quarantineTitle} (not modelled: ${refusing.unsupported})`, () => {})
