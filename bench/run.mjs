@@ -42,7 +42,7 @@ const SCENARIOS = [
   { id: 'a', name: '1 event/request, 50 conns, fsync', connections: 50, amount: 60000, eventsPerRequest: 1, unique: true, body: SINGLE, contentType: 'application/json', destination: {} },
   { id: 'b', name: 'arrays of 100, 20 conns, fsync', connections: 20, amount: 4000, eventsPerRequest: 100, body: ARRAY_100, contentType: 'application/json', destination: {} },
   { id: 'c', name: 'gzip NDJSON of 1000, 10 conns', connections: 10, amount: 600, eventsPerRequest: 1000, body: NDJSON_1000_GZ, contentType: 'application/x-ndjson', gzip: true, destination: {} },
-  { id: 'd', name: '5000 routing keys round-robin', connections: 50, amount: 60000, eventsPerRequest: 1, unique: true, routingKeys: 5000, body: SINGLE, contentType: 'application/json', destination: { maxOpenFiles: 256 } },
+  { id: 'd', name: '5000 routing keys round-robin, commit log', connections: 50, amount: 60000, eventsPerRequest: 1, unique: true, routingKeys: 5000, body: SINGLE, contentType: 'application/json', destination: { maxOpenFiles: 256, commitLog: true } },
   { id: 'e', name: '(a) with durability: write', connections: 50, amount: 60000, eventsPerRequest: 1, unique: true, body: SINGLE, contentType: 'application/json', destination: { durability: 'write' } },
   { id: 'f', name: '(a) to S3 (s3rver) via spool', connections: 50, amount: 60000, eventsPerRequest: 1, unique: true, body: SINGLE, contentType: 'application/json', destination: { flushEveryBytes: 8 * 1024 * 1024, uploadShutdownGraceS: 300 }, s3: true }
 ]

@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, open as openFile, readdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join, relative, resolve, sep } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
@@ -10,10 +10,59 @@ import { assertSafeKey } from '../../core/path-encoding.js'
 import { ZonedTime, type TimeParts } from '../../core/time.js'
 import type { SettingsProblem } from '../../core/validation.js'
 import { Journal } from './journal.js'
+import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
 import { PartitionWriter, type SealedFile } from './partition-writer.js'
 import { repairFile } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
+
+async function startLog (log: CommitLog): Promise<CommitLog> {
+  await log.start()
+  return log
+}
+
+/**
+ * Writes every logged record of a still-open file back at its offset, syncs those files and cuts
+ * them at the end of their last record. Records of sealed files are skipped: those files were
+ * synced (and, for object stores, may be uploaded and gone).
+ */
+async function replayCommitLog (log: CommitLog, open: ReadonlySet<string>, localPath: (key: string) => string): Promise<{ records: number, files: number, torn: boolean }> {
+  const writes = new Map<string, Array<{ offset: number, data: Buffer }>>()
+  const { torn } = await log.replay(async (key, offset, data) => {
+    if (!open.has(key)) return
+    let list = writes.get(key)
+    if (list === undefined) writes.set(key, list = [])
+    list.push({ offset, data })
+  })
+  let records = 0
+  for (const [key, list] of writes) {
+    const path = localPath(key)
+    await mkdir(dirname(path), { recursive: true })
+    const handle = await open_(path)
+    try {
+      let end = 0
+      for (const { offset, data } of list) {
+        await handle.write(data, 0, data.length, offset)
+        end = Math.max(end, offset + data.length)
+        records++
+      }
+      await handle.truncate(end)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+  }
+  return { records, files: writes.size, torn }
+}
+
+async function open_ (path: string): Promise<FileHandle> {
+  try {
+    return await openFile(path, 'r+')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    return await openFile(path, 'w')
+  }
+}
 
 /** Files in the spool, as keys relative to it; folders emptied by uploads are not files. */
 async function spoolFiles (spoolDir: string): Promise<SpoolFile[]> {
@@ -50,6 +99,7 @@ export const FilesDestinationSchema = Type.Object({
   durability: literals(['fsync', 'write'] as const, 'fsync'),
   maxOpenFiles: Type.Integer({ default: 256, minimum: 1, description: 'file descriptors kept open' }),
   maxActiveFiles: Type.Integer({ default: 10000, minimum: 1, description: 'files being written at once' }),
+  commitLog: Type.Boolean({ default: false, description: 'one sync per commit whatever the number of files touched' }),
   pipelinedCommits: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'group commits whose fdatasync may overlap' }),
   spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores only; default <stateDir>/<destination>/spool' })),
   spoolMaxBytes: Type.Integer({ default: 1024 ** 3, minimum: 1 }),
@@ -81,6 +131,7 @@ export class FilesDestination implements Destination {
   #connection: Connection | undefined
   #writer: PartitionWriter | undefined
   #journal: Journal | undefined
+  #log: CommitLog | undefined
   #uploader: Uploader | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
@@ -117,6 +168,16 @@ export class FilesDestination implements Destination {
     const logger = context.logger
     const journal = await Journal.load(context.stateDir)
     this.#journal = journal
+    // Replayed whatever the setting now says: a log left by the previous run holds acknowledged events.
+    const log = new CommitLog(join(context.stateDir, 'commit-log'))
+    try {
+      const replayed = await replayCommitLog(log, new Set(journal.unsealed().map((e) => e.key)), localPath)
+      if (replayed.records > 0) logger.info(replayed, 'replayed the commit log into the files left open by the previous run')
+      if (replayed.torn) logger.warn('the commit log ended with a torn record (never acknowledged); it was ignored')
+    } catch (err) {
+      throw new EVS_ERR_RECOVERY(this.name, `commit log: ${(err as Error).message}`)
+    }
+    await log.clear()
     for (const entry of journal.unsealed()) {
       try {
         const result = await repairFile(localPath(entry.key), options.compression, join(context.stateDir, 'torn'), logger)
@@ -168,6 +229,7 @@ export class FilesDestination implements Destination {
       maxOpenFiles: options.maxOpenFiles,
       maxActiveFiles: options.maxActiveFiles,
       pipelinedCommits: options.pipelinedCommits,
+      ...(options.commitLog && options.durability === 'fsync' ? { commitLog: this.#log = await startLog(log) } : {}),
       journal,
       logger,
       now: context.now,
@@ -287,6 +349,9 @@ export class FilesDestination implements Destination {
     // On reload the next instance of this destination uploads what is left in the spool at once:
     // waiting here would hold every request for the grace period.
     await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    // Every file is sealed, so synced: the commit log holds nothing more.
+    await this.#log?.close()
+    if (this.#journal?.unsealed().length === 0) await this.#log?.clear()
     await this.#journal?.close()
   }
 

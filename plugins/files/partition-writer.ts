@@ -6,6 +6,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { fsyncDir } from '../../core/fs-sync.js'
 import { Deferred } from './deferred.js'
 import type { Journal } from './journal.js'
+import type { CommitLog } from './commit-log.js'
 
 const gzipAsync = promisify(gzip)
 
@@ -29,6 +30,13 @@ export interface WriterOptions {
   maxActiveFiles: number
   /** Commits whose fdatasync may run at once: the next commit writes while earlier ones sync. */
   pipelinedCommits: number
+  /**
+   * With durability `fsync`: a commit syncs this log once instead of every file it touched; files
+   * are synced at checkpoints (after `checkpointBytes` of log or `checkpointMs`).
+   */
+  commitLog?: CommitLog
+  checkpointBytes?: number
+  checkpointMs?: number
   journal: Journal
   logger: FastifyBaseLogger
   now(): number
@@ -79,6 +87,8 @@ class OpenFile {
   busy = 0
   /** Syncs in flight for this file. */
   readonly syncs = new Set<Promise<void>>()
+  /** A descriptor being opened for this file: concurrent callers share it. */
+  opening: Promise<FileHandle> | undefined
 
   constructor (
     public seq: number,
@@ -93,6 +103,13 @@ interface Written {
   file: OpenFile
   waiter: Deferred | undefined
   started: number
+}
+
+/** Lines taken from a file for this commit, its descriptor held. */
+interface Taken extends Written {
+  data: Buffer[]
+  bytes: number
+  count: number
 }
 
 /**
@@ -114,6 +131,9 @@ export class PartitionWriter {
   /** Descriptors being opened or closed: they count against the cap too. */
   #inTransit = 0
   readonly #sealing = new Set<Promise<void>>()
+  /** Files written since the last checkpoint: their bytes are only in the commit log's current segment. */
+  #unsynced = new Set<OpenFile>()
+  #checkpointing: Promise<void> | undefined
   #committing = false
   #scheduled = false
   #idle: Deferred | undefined
@@ -207,8 +227,13 @@ export class PartitionWriter {
         // Write in waves no larger than the descriptor cap; each wave's syncs start at once.
         for (let i = 0; i < files.length; i += this.#options.maxOpenFiles) {
           const wave = files.slice(i, i + this.#options.maxOpenFiles)
-          const results = await Promise.all(wave.map(async (file) => await this.#write(file)))
-          this.#sync(results.filter((w): w is Written => w !== undefined))
+          const taken = (await Promise.all(wave.map(async (file) => await this.#take(file)))).filter((t): t is Taken => t !== undefined)
+          if (this.#options.commitLog !== undefined && this.#options.durability === 'fsync') {
+            await this.#logged(taken, this.#options.commitLog)
+          } else {
+            const written = await Promise.all(taken.map(async (t) => await this.#write(t)))
+            this.#sync(written.filter((w): w is Written => w !== undefined))
+          }
           for (const file of wave) this.#sealWhenDone(file)
         }
       }
@@ -221,10 +246,10 @@ export class PartitionWriter {
   }
 
   /**
-   * Writes a file's pending lines; returns what its sync must resolve. The file stays busy (its
-   * descriptor cannot be closed) until that sync is done.
+   * Takes a file's pending lines and its descriptor for this commit. The file stays busy (its
+   * descriptor cannot be closed) until the lines are durable.
    */
-  async #write (file: OpenFile): Promise<Written | undefined> {
+  async #take (file: OpenFile): Promise<Taken | undefined> {
     const waiter = file.waiter
     const lines = file.pending
     const count = file.pendingLines
@@ -237,19 +262,98 @@ export class PartitionWriter {
     file.busy++
     try {
       if (file.failed) throw new Error('the file failed earlier')
-      const handle = await this.#descriptor(file)
+      await this.#descriptor(file)
       const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
-      const bytes = await writeAll(handle, data)
-      file.size += bytes
-      this.stats.bytesWritten += bytes
-      this.stats.linesWritten += count
-      this.#options.onWritten?.(bytes)
-      return { file, waiter, started }
+      let bytes = 0
+      for (const d of data) bytes += d.length
+      return { file, waiter, started, data, bytes, count }
     } catch (err) {
       file.busy--
       this.#fail(file, err)
       waiter?.reject(err)
       return undefined
+    }
+  }
+
+  /** Appends taken lines to their file; returns what its sync must resolve. */
+  async #write (taken: Taken): Promise<Written | undefined> {
+    const { file } = taken
+    try {
+      await writeAll(file.handle as FileHandle, taken.data)
+      file.size += taken.bytes
+      this.stats.bytesWritten += taken.bytes
+      this.stats.linesWritten += taken.count
+      this.#options.onWritten?.(taken.bytes)
+      return taken
+    } catch (err) {
+      file.busy--
+      this.#fail(file, err)
+      taken.waiter?.reject(err)
+      return undefined
+    }
+  }
+
+  /**
+   * Commit-log mode: one log append and sync makes the whole wave durable; the files are then
+   * written without a sync of their own (a checkpoint syncs them later).
+   */
+  async #logged (taken: Taken[], log: CommitLog): Promise<void> {
+    if (taken.length === 0) return
+    try {
+      await log.append(taken.map((t) => ({ key: t.file.key, offset: t.file.size, data: t.data })))
+      this.stats.syncs++
+    } catch (err) {
+      for (const t of taken) {
+        t.file.busy--
+        this.#fail(t.file, err)
+        t.waiter?.reject(err)
+      }
+      return
+    }
+    const written = await Promise.all(taken.map(async (t) => await this.#write(t)))
+    for (const w of written) {
+      if (w === undefined) continue
+      w.file.busy--
+      this.#unsynced.add(w.file)
+      w.waiter?.resolve()
+      this.#options.onSynced?.((performance.now() - w.started) / 1000)
+    }
+    const { checkpointBytes = 64 * 1024 * 1024, checkpointMs = 10_000 } = this.#options
+    if (this.#checkpointing === undefined && (log.bytes >= checkpointBytes || Date.now() - log.startedAt >= checkpointMs)) {
+      const files = this.#unsynced
+      this.#unsynced = new Set()
+      const previous = await log.rotate()
+      this.#checkpointing = this.#checkpoint(files, previous, log).finally(() => {
+        this.#checkpointing = undefined
+        this.#checkIdle()
+      })
+    }
+  }
+
+  /** Syncs the files a finished log segment covers, then deletes the segment. */
+  async #checkpoint (files: Set<OpenFile>, segment: number, log: CommitLog): Promise<void> {
+    try {
+      for (const file of files) {
+        if (file.sealed || !file.created) continue // sealing synced it
+        file.busy++
+        const sync = (async () => {
+          try {
+            await (await this.#descriptor(file)).datasync()
+          } finally {
+            file.busy--
+          }
+        })()
+        file.syncs.add(sync)
+        try {
+          await sync
+        } finally {
+          file.syncs.delete(sync)
+        }
+      }
+      await log.remove(segment)
+    } catch (err) {
+      // The segment stays: a restart replays it, which is harmless.
+      this.#options.logger.error({ err }, 'checkpoint failed; the commit log segment is kept')
     }
   }
 
@@ -341,6 +445,12 @@ export class PartitionWriter {
       this.#descriptors.add(file)
       return file.handle
     }
+    // A commit and a checkpoint may ask at once: one descriptor, not two.
+    file.opening ??= this.#openDescriptor(file).finally(() => { file.opening = undefined })
+    return await file.opening
+  }
+
+  async #openDescriptor (file: OpenFile): Promise<FileHandle> {
     while (this.#descriptors.size + this.#inTransit >= this.#options.maxOpenFiles) {
       let idle: OpenFile | undefined
       for (const f of this.#descriptors) {
@@ -408,14 +518,14 @@ export class PartitionWriter {
   }
 
   #checkIdle (): void {
-    if (this.#committing || this.#scheduled || this.#dirty.size > 0 || this.#syncing.size > 0 || this.#sealing.size > 0) return
+    if (this.#committing || this.#scheduled || this.#dirty.size > 0 || this.#syncing.size > 0 || this.#sealing.size > 0 || this.#checkpointing !== undefined) return
     const idle = this.#idle
     this.#idle = undefined
     idle?.resolve()
   }
 
   async #whenIdle (): Promise<void> {
-    if (!this.#committing && !this.#scheduled && this.#dirty.size === 0 && this.#syncing.size === 0 && this.#sealing.size === 0) return
+    if (!this.#committing && !this.#scheduled && this.#dirty.size === 0 && this.#syncing.size === 0 && this.#sealing.size === 0 && this.#checkpointing === undefined) return
     await (this.#idle ??= new Deferred()).promise
   }
 }

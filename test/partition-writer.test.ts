@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest'
+import { mkdir, readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import pino from 'pino'
+import { CommitLog } from '../plugins/files/commit-log.js'
+import { Journal } from '../plugins/files/journal.js'
+import { PartitionWriter } from '../plugins/files/partition-writer.js'
+import { tempDir } from './helpers.js'
+
+async function writer (dir: string, extra: Partial<ConstructorParameters<typeof PartitionWriter>[0]> = {}) {
+  await mkdir(join(dir, 'state'), { recursive: true })
+  const journal = await Journal.load(join(dir, 'state'))
+  return new PartitionWriter({
+    localPath: (key) => join(dir, 'out', ...key.split('/')),
+    fileName: (seq) => `f_${seq}.jsonl`,
+    compression: 'none',
+    durability: 'fsync',
+    flushEveryBytes: 1 << 30,
+    flushEveryS: 0,
+    maxOpenFiles: 4,
+    maxActiveFiles: 100,
+    pipelinedCommits: 1,
+    journal,
+    logger: pino({ level: 'silent' }),
+    now: Date.now,
+    ...extra
+  })
+}
+
+describe('partition writer with a commit log', () => {
+  it('checkpoints: syncs the files a segment covers and deletes the segment, keeping every line', async () => {
+    const dir = await tempDir()
+    const log = new CommitLog(join(dir, 'log'))
+    await log.start()
+    const w = await writer(dir, { commitLog: log, checkpointBytes: 1 })
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(Array.from({ length: 10 }, async (_, k) => await w.append(`p${k}`, '', [Buffer.from(`{"round":${round},"k":${k}}\n`)])))
+    }
+    await w.flush()
+    // Only the segment being written remains; the others were checkpointed away.
+    expect((await readdir(join(dir, 'log'))).length).toBeLessThanOrEqual(2)
+    for (let k = 0; k < 10; k++) {
+      const text = await readFile(join(dir, 'out', `p${k}`, `f_${k + 1}.jsonl`), 'utf8')
+      expect(text.trim().split('\n').map((l) => JSON.parse(l).round)).toEqual([0, 1, 2, 3, 4])
+    }
+    expect(w.stats.openFiles).toBeLessThanOrEqual(4)
+  })
+})
