@@ -224,22 +224,33 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     metrics.destinationBytes.add(destination.name, bytes)
   }
 
-  async function ingest (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const pipeline = pipelineOf(request)
-    const parsed = request.body as { kind: BodyKind, body: Buffer } | undefined
+  interface Routed {
+    dispatch: Dispatch
+    received: number
+    perTopic: Map<string, number>
+  }
+
+  /**
+   * Parses and routes a request's events into lines. Synchronous, so the body and the parsed
+   * objects are garbage before the request waits for the disk: only the lines stay in memory.
+   */
+  function route (request: FastifyRequest, pipeline: Pipeline): Routed {
+    const parsed = request.body as { kind: BodyKind, body: Buffer | undefined } | undefined
     const events = parseEvents(parsed?.body ?? Buffer.alloc(0), parsed?.kind ?? 'auto')
+    if (parsed !== undefined) parsed.body = undefined
     const receivedAt = runtime.now()
     const tail = `,"origAddress":${JSON.stringify(senderAddress(request, pipeline))},"serverTimestamp":"${pipeline.time.timestamp(receivedAt)}"}\n`
     const defaults = defaultsOf(request)
     const keyIndex = request[kKeyIndex]
-    const dispatch = new Dispatch()
     const perTopic = new Map<string, number>()
     // Events of a batch mostly share topic and routing key: route each pair once.
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let targets: Destination[] = []
-    const routed: Array<{ topic: string, routingKey: string, targets: Destination[], text: string }> = []
-    let all = ''
+    const texts: string[] = []
+    const lengths: number[] = []
+    const routes: Array<{ topic: string, routingKey: string, targets: Destination[] }> = []
+    let total = 0
     for (const event of events) {
       const topic = firstField(event.value, TOPIC_FIELDS) ?? defaults.topic ?? UNKNOWN_TOPIC
       const routingKey = firstField(event.value, ROUTING_KEY_FIELDS) ?? defaults.routingKey ?? UNKNOWN_ROUTING_KEY
@@ -252,17 +263,28 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       }
       if (targets.length === 0) continue
       const text = `{"clientEvent":${event.raw}${tail}`
-      all += text
-      routed.push({ topic, routingKey, targets, text })
+      const length = Buffer.byteLength(text)
+      texts.push(text)
+      lengths.push(length)
+      routes.push({ topic, routingKey, targets })
+      total += length
     }
-    // One UTF-8 encoding for the whole request; each event's line is a view into it.
-    const lines = Buffer.from(all)
+    // One buffer for the whole request; each event's line is a view into it.
+    const lines = Buffer.allocUnsafe(total)
+    const dispatch = new Dispatch()
     let offset = 0
-    for (const r of routed) {
-      const end = offset + Buffer.byteLength(r.text)
-      dispatch.add(r.targets, { topic: r.topic, routingKey: r.routingKey, receivedAt, line: lines.subarray(offset, end) })
-      offset = end
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i] as { topic: string, routingKey: string, targets: Destination[] }
+      const length = lengths[i] as number
+      lines.write(texts[i] as string, offset, length, 'utf8')
+      dispatch.add(r.targets, { topic: r.topic, routingKey: r.routingKey, receivedAt, line: lines.subarray(offset, offset + length) })
+      offset += length
     }
+    return { dispatch, received: events.length, perTopic }
+  }
+
+  async function ingest (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const { dispatch, received, perTopic } = route(request, pipelineOf(request))
     for (const [topic, count] of perTopic) metrics.eventsReceived.add(topic, count)
     try {
       if (dispatch.batches.size === 1) {
@@ -272,13 +294,13 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
         await Promise.all([...dispatch.batches].map(async ([destination, batch]) => await accept(destination, batch)))
       }
     } catch (err) {
-      metrics.eventsRejected.add((err as { code?: string }).code ?? 'EVS_ERR_INTERNAL', events.length)
+      metrics.eventsRejected.add((err as { code?: string }).code ?? 'EVS_ERR_INTERNAL', received)
       throw err
     }
     for (const [topic, count] of perTopic) metrics.eventsAccepted.add(topic, count)
     metrics.requestsAccepted.add('')
     await reply.code(200).header('content-type', 'application/json; charset=utf-8')
-      .send(`{"status":"ok","received":${events.length},"routed":${dispatch.count}}`)
+      .send(`{"status":"ok","received":${received},"routed":${dispatch.count}}`)
   }
 
   fastify.post('/events', ingest)
