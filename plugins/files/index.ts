@@ -331,8 +331,7 @@ export class FilesDestination implements Destination {
   }
 
   #maintain (): void {
-    const period = this.#layout.period(this.#time.parts(this.#context.now()))
-    this.#writer?.sealExpired(() => period)
+    this.#writer?.sealExpired(this.#layout.period(this.#time.parts(this.#context.now())))
   }
 
   async flush (): Promise<void> {

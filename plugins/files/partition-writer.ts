@@ -113,13 +113,14 @@ interface Taken extends Written {
 }
 
 /**
- * Appends lines to one file per folder and time period, with pipelined group commit: lines
- * appended while a commit runs wait for the next one; one write plus one fdatasync per touched file
- * serves every request in a commit, and the next commit writes while earlier ones are still
- * syncing. The promise `append` returns settles when the lines are durable (or written, with
- * durability `write`). Files are sealed by size, age, period change, the active-file cap (least
- * recently used first), and on flush; a sealed file is never written again. File descriptors are
- * a cache of their own, capped by maxOpenFiles: many partitions cost reopening, not new files.
+ * Appends lines to one file per folder and time period, with group commit: lines appended while a
+ * commit runs wait for the next one, and one write plus one fdatasync per touched file serves every
+ * request in a commit (with a commit log: one log append and sync, whatever the files). Up to
+ * `pipelinedCommits` commits may sync at once. The promise `append` returns settles when the lines
+ * are durable (or written, with durability `write`). Files are sealed by size, age, period change,
+ * the active-file cap (least recently used first), and on flush; a sealed file is never written
+ * again. File descriptors are a cache of their own, capped by maxOpenFiles: many partitions cost
+ * reopening, not new files.
  */
 export class PartitionWriter {
   readonly #options: WriterOptions
@@ -169,12 +170,12 @@ export class PartitionWriter {
     return waiter.promise
   }
 
-  /** Seals files whose period ended or whose age passed flushEveryS. */
-  sealExpired (currentPeriod: (folder: string) => string): void {
+  /** Seals files of another period than `currentPeriod`, and those older than flushEveryS. */
+  sealExpired (currentPeriod: string): void {
     const { flushEveryS, now } = this.#options
     const limit = flushEveryS > 0 ? now() - flushEveryS * 1000 : Number.NEGATIVE_INFINITY
     for (const file of [...this.#active.values()]) {
-      if (file.openedAt <= limit || file.period !== currentPeriod(file.folder)) this.#retire(file)
+      if (file.openedAt <= limit || file.period !== currentPeriod) this.#retire(file)
     }
   }
 
