@@ -124,6 +124,15 @@ describe('files destination layout', () => {
     expect(events.map((e) => e.record.clientEvent.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
   })
 
+  it('counts flushEveryBytes after compression', async () => {
+    const { app, out } = await server({ compression: 'gzip', flushEveryBytes: 6000 })
+    // 23 kB of lines that compress to about 2 kB: one file, where uncompressed counting makes four.
+    for (let i = 0; i < 20; i++) await post(app, '/events/t/r', { i, pad: 'x'.repeat(1000) })
+    await app.eventServer.destinations.get('all')?.flush()
+    expect(await listFiles(out)).toHaveLength(1)
+    expect(await readEvents(out)).toHaveLength(20)
+  })
+
   it('never reuses a file name: sequence numbers survive restarts', async () => {
     const dir = await tempDir()
     for (let run = 0; run < 3; run++) {

@@ -133,6 +133,12 @@ export function describeObjectStoreDestination (name: string, store: ObjectStore
         }
         await eventually(() => stats(app).uploads.retries >= 3, 'failed upload attempts')
         expect(stats(app).uploads.uploaded).toBe(0)
+        // What an admin sees meanwhile: bytes waiting, their age, and the store's error.
+        const report = (await app.inject({ method: 'GET', url: '/stats' })).json()
+        expect(report.destinations.all.pendingBytes).toBeGreaterThan(0)
+        expect(report.destinations.all.oldestPendingAgeS).toBeGreaterThanOrEqual(0)
+        expect(report.lastError).toMatchObject({ where: 'destination all' })
+        expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toMatch(/evs_spool_bytes\{destination="all"\} [1-9]/)
       } finally {
         await store.restart()
       }
