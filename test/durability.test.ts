@@ -226,6 +226,37 @@ describe('commit log', () => {
     expect(ids).toEqual(acked)
   })
 
+  it('with more partitions than descriptors, writes to files are deferred; a SIGKILL loses none of them', async () => {
+    const dir = await tempDir()
+    const settings = await settingsFile(dir, { commitLog: true, maxOpenFiles: 2 })
+    const first = await spawnServer(['--config', settings], dir)
+    const agent = new Agent({ keepAlive: true })
+    const acked: number[] = []
+    for (let i = 0; i < 60; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(`${first.url}/events/t/rk${i % 12}`, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+        })
+        req.on('error', reject)
+        req.end(JSON.stringify({ id: i }))
+      })
+      if (status === 200) acked.push(i)
+    }
+    first.process.kill('SIGKILL')
+    await first.exited
+    agent.destroy()
+    // Most of these events were only in the commit log (and in memory) when the process died.
+    const before = (await readEvents(join(dir, 'out'))).length
+    expect(before).toBeLessThan(60)
+
+    const second = await spawnServer(['--config', settings], dir)
+    second.process.kill('SIGTERM')
+    expect(await second.exited).toBe(0)
+    const ids = (await readEvents(join(dir, 'out'))).map((e) => e.record.clientEvent.id).sort((a, b) => a - b)
+    expect(ids).toEqual(acked)
+  })
+
   it('ignores a torn last record: it was never acknowledged', async () => {
     const { CommitLog } = await import('../plugins/files/commit-log.js')
     const dir = await tempDir()

@@ -71,6 +71,10 @@ export interface WriterStats {
 }
 
 
+// Commit-log mode: a file without an open descriptor keeps up to this many logged bytes before
+// they are written, so many partitions do not mean one open and close per request.
+const DEFERRED_WRITE_LIMIT = 64 * 1024
+
 /** A file being written: lines wait in `pending` until the next commit writes and syncs them. */
 class OpenFile {
   handle: FileHandle | undefined
@@ -89,6 +93,11 @@ class OpenFile {
   readonly syncs = new Set<Promise<void>>()
   /** A descriptor being opened for this file: concurrent callers share it. */
   opening: Promise<FileHandle> | undefined
+  /** Commit-log mode: logged bytes not yet written to the file (written later, in order). */
+  unwritten: Buffer[] = []
+  unwrittenBytes = 0
+  /** Bytes actually in the file (size counts the unwritten ones too). */
+  written = 0
 
   constructor (
     public seq: number,
@@ -135,6 +144,8 @@ export class PartitionWriter {
   /** Files written since the last checkpoint: their bytes are only in the commit log's current segment. */
   #unsynced = new Set<OpenFile>()
   #checkpointing: Promise<void> | undefined
+  /** A deferred write failed: keep every log segment, so a restart replays what the files lack. */
+  #pinLog = false
   #committing = false
   #scheduled = false
   #idle: Deferred | undefined
@@ -263,7 +274,9 @@ export class PartitionWriter {
     file.busy++
     try {
       if (file.failed) throw new Error('the file failed earlier')
-      await this.#descriptor(file)
+      // With a commit log only a new file needs its descriptor now (its creation must be journalled
+      // before its first record); other files are written when they have one, or later.
+      if (this.#options.commitLog === undefined || this.#options.durability !== 'fsync' || !file.created) await this.#descriptor(file)
       const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
       let bytes = 0
       for (const d of data) bytes += d.length
@@ -282,6 +295,7 @@ export class PartitionWriter {
     try {
       await writeAll(file.handle as FileHandle, taken.data)
       file.size += taken.bytes
+      file.written += taken.bytes
       this.stats.bytesWritten += taken.bytes
       this.stats.linesWritten += taken.count
       this.#options.onWritten?.(taken.bytes)
@@ -311,14 +325,26 @@ export class PartitionWriter {
       }
       return
     }
-    const written = await Promise.all(taken.map(async (t) => await this.#write(t)))
-    for (const w of written) {
-      if (w === undefined) continue
-      w.file.busy--
-      this.#unsynced.add(w.file)
-      w.waiter?.resolve()
-      this.#options.onSynced?.((performance.now() - w.started) / 1000)
+    // Durable now: answer, then write to the files that have a descriptor (or too much waiting).
+    for (const t of taken) {
+      const { file } = t
+      file.unwritten.push(...t.data)
+      file.unwrittenBytes += t.bytes
+      file.size += t.bytes
+      this.stats.linesWritten += t.count
+      this.#unsynced.add(file)
+      t.waiter?.resolve()
+      this.#options.onSynced?.((performance.now() - t.started) / 1000)
     }
+    await Promise.all(taken.map(async ({ file }) => {
+      try {
+        if (file.handle !== undefined || file.unwrittenBytes >= DEFERRED_WRITE_LIMIT) await this.#writeUnwritten(file)
+      } catch {
+        // Logged and handled by #writeUnwritten: the events are safe in the log.
+      } finally {
+        file.busy--
+      }
+    }))
     const { checkpointBytes = 64 * 1024 * 1024, checkpointMs = 10_000 } = this.#options
     if (this.#checkpointing === undefined && (log.bytes >= checkpointBytes || Date.now() - log.startedAt >= checkpointMs)) {
       const files = this.#unsynced
@@ -331,6 +357,33 @@ export class PartitionWriter {
     }
   }
 
+  /**
+   * Writes a file's logged-but-unwritten bytes. A failure here concerns events already acknowledged
+   * (they are in the log): the log is then kept whole until a restart replays it.
+   */
+  async #writeUnwritten (file: OpenFile): Promise<void> {
+    if (file.unwrittenBytes === 0) return
+    const data = file.unwritten
+    const bytes = file.unwrittenBytes
+    file.unwritten = []
+    file.unwrittenBytes = 0
+    try {
+      file.busy++
+      try {
+        await writeAll(await this.#descriptor(file), data)
+      } finally {
+        file.busy--
+      }
+      file.written += bytes
+      this.stats.bytesWritten += bytes
+      this.#options.onWritten?.(bytes)
+    } catch (err) {
+      this.#pinLog = true
+      this.#fail(file, err)
+      throw err
+    }
+  }
+
   /** Syncs the files a finished log segment covers, then deletes the segment. */
   async #checkpoint (files: Set<OpenFile>, segment: number, log: CommitLog): Promise<void> {
     try {
@@ -339,6 +392,7 @@ export class PartitionWriter {
         file.busy++
         const sync = (async () => {
           try {
+            await this.#writeUnwritten(file)
             await (await this.#descriptor(file)).datasync()
           } finally {
             file.busy--
@@ -351,7 +405,7 @@ export class PartitionWriter {
           file.syncs.delete(sync)
         }
       }
-      await log.remove(segment)
+      if (!this.#pinLog) await log.remove(segment)
     } catch (err) {
       // The segment stays: a restart replays it, which is harmless.
       this.#options.logger.error({ err }, 'checkpoint failed; the commit log segment is kept')
@@ -422,11 +476,12 @@ export class PartitionWriter {
     const path = this.#options.localPath(file.key)
     if (file.created) {
       // The file stays open (or is reopened, within the descriptor cap) to cut a failed write and sync.
+      if (!file.failed) await this.#writeUnwritten(file)
       file.busy++
       const handle = await this.#descriptor(file).finally(() => { file.busy-- })
       this.#release(file)
       try {
-        if (file.failed) await handle.truncate(file.size)
+        if (file.failed) await handle.truncate(file.written)
         await handle.datasync()
       } finally {
         await handle.close()
