@@ -168,10 +168,9 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
 
   const admit = (request: FastifyRequest, pipeline: Pipeline): void => {
     request[kPipeline] = pipeline
-    const { security } = pipeline.settings
-    const key = presentedKey(request.headers, security.authKeyHeader.toLowerCase())
+    const key = presentedKey(request.headers, pipeline.keyHeader)
     if (key === undefined) {
-      if (security.requireAuthenticationForEvents) throw new EVS_ERR_AUTH_REQUIRED()
+      if (pipeline.settings.security.requireAuthenticationForEvents) throw new EVS_ERR_AUTH_REQUIRED()
     } else {
       const index = pipeline.eventKeys.match(key)
       // A wrong key is refused even when authentication is optional: silently ignoring it would drop

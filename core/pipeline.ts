@@ -36,6 +36,8 @@ export class Pipeline {
   readonly connections = new Map<string, Connection>()
   readonly destinations = new Map<string, Destination>()
   readonly eventKeys: KeyRing
+  /** `security.authKeyHeader`, lower-cased as Node gives header names. */
+  readonly keyHeader: string
   readonly time: ZonedTime
   router!: Router
   #inFlight = 0
@@ -46,6 +48,7 @@ export class Pipeline {
     this.settings = spec.settings
     const { security, server } = spec.settings
     this.eventKeys = new KeyRing(security.eventsAuthenticationKeys.map((k) => k.key))
+    this.keyHeader = security.authKeyHeader.toLowerCase()
     this.time = new ZonedTime(server.timeZone)
   }
 

@@ -68,13 +68,12 @@ function asPlugin (spec: string, module: PluginModule): FastifyPluginAsync {
  * this server's own install, so a plugin installed beside either is found.
  */
 export async function importPlugin (spec: string, baseDir: string): Promise<FastifyPluginAsync> {
-  const isPath = spec.startsWith('.') || isAbsolute(spec)
-  const candidates = isPath ? [resolve(baseDir, spec)] : [spec]
+  const target = spec.startsWith('.') || isAbsolute(spec) ? resolve(baseDir, spec) : spec
   let resolved: string | undefined
   let lastError: unknown
   for (const from of [join(baseDir, 'settings.js'), import.meta.filename]) {
     try {
-      resolved = createRequire(from).resolve(candidates[0] as string)
+      resolved = createRequire(from).resolve(target)
       break
     } catch (err) {
       lastError = err
