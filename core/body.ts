@@ -1,6 +1,7 @@
 import { gunzip } from 'node:zlib'
 import { promisify } from 'node:util'
 import type { Readable } from 'node:stream'
+import { firstField, scanEvents, type BodyKind, type EventSpan } from './json-scan.js'
 import {
   EVS_ERR_BODY_ABORTED, EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_ENCODING_UNSUPPORTED, EVS_ERR_BODY_GZIP_INVALID,
   EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_NOT_OBJECT, EVS_ERR_BODY_TOO_LARGE, EVS_ERR_MEDIA_TYPE_UNSUPPORTED
@@ -8,14 +9,19 @@ import {
 
 const gunzipAsync = promisify(gunzip)
 
-/** One event as received: its JSON text on one line, and its parsed value. */
-export interface ReceivedEvent {
+/** A body's events: each one's JSON text is a span of `source` (the body itself when it could). */
+export interface ParsedBody {
+  readonly source: Buffer
+  readonly events: readonly EventSpan[]
+}
+
+export type { BodyKind, EventSpan }
+
+/** One event as the slow path parses it: its JSON text on one line, and its value. */
+interface ReceivedEvent {
   readonly raw: string
   readonly value: Record<string, unknown>
 }
-
-/** How the body is to be parsed: `ndjson` line by line, `auto` by its content. */
-export type BodyKind = 'auto' | 'ndjson'
 
 const NDJSON_TYPES = new Set(['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'])
 // Parsed by content: the DSS client's header is unconfirmed, and `curl -d` sends a form type.
@@ -162,16 +168,16 @@ function parseLines (text: string): ReceivedEvent[] {
       throw new EVS_ERR_BODY_INVALID_JSON(`at line ${lineNumber}: ${(err as Error).message}`)
     }
     if (!isObject(value)) throw new EVS_ERR_BODY_NOT_OBJECT(`line ${lineNumber}`, describe(value))
-    events.push({ raw: line, value })
+    events.push({ raw: oneLine(line), value })
   }
   return events
 }
 
-/**
- * Parses a decoded body into events: one JSON object, a JSON array of objects, or NDJSON (one
- * object per line). All or nothing: any bad element fails the whole body.
- */
-export function parseEvents (body: Buffer, kind: BodyKind): ReceivedEvent[] {
+export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
+export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
+
+/** The slow path: JSON.parse, with its exact error messages. */
+function parseSlowly (body: Buffer, kind: BodyKind): ReceivedEvent[] {
   let text = body.toString('utf8')
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
   let start = 0
@@ -199,4 +205,25 @@ export function parseEvents (body: Buffer, kind: BodyKind): ReceivedEvent[] {
   }
   if (!isObject(value)) throw new EVS_ERR_BODY_NOT_OBJECT('the body', describe(value))
   return [{ raw: oneLine(text.trim()), value }]
+}
+
+/**
+ * Parses a decoded body into events: one JSON object, a JSON array of objects, or NDJSON (one
+ * object per line). All or nothing: any bad element fails the whole body. Each event's text is
+ * kept exactly as sent (number formats, key order), made one line.
+ */
+export function parseEvents (body: Buffer, kind: BodyKind): ParsedBody {
+  // The fast path validates and locates events in the bytes without building them.
+  const spans = scanEvents(body, kind)
+  if (spans !== undefined) return { source: body, events: spans }
+  const received = parseSlowly(body, kind)
+  const source = Buffer.from(received.map((e) => e.raw).join(''))
+  const events: EventSpan[] = []
+  let offset = 0
+  for (const { raw, value } of received) {
+    const end = offset + Buffer.byteLength(raw)
+    events.push({ start: offset, end, lineBreaks: false, topic: firstField(value, TOPIC_FIELDS), routingKey: firstField(value, ROUTING_KEY_FIELDS) })
+    offset = end
+  }
+  return { source, events }
 }

@@ -2,12 +2,15 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { compile as compileTrust } from '@fastify/proxy-addr'
 import { presentedKey } from './auth.js'
-import { bodyKind, decodeBody, parseEvents, readBody, type BodyKind } from './body.js'
+import { bodyKind, decodeBody, parseEvents, readBody, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type BodyKind } from './body.js'
+import { firstField, type EventSpan } from './json-scan.js'
 import type { Destination, RoutedEvent } from './destination.js'
 import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_OVERLOADED } from './errors.js'
 import type { Metrics } from './metrics.js'
 import type { Pipeline } from './pipeline.js'
 import { Dispatch, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './router.js'
+
+const LINE_HEAD = Buffer.from('{"clientEvent":')
 
 /** What the /events routes need from the server around them. */
 export interface IngestRuntime {
@@ -31,23 +34,6 @@ declare module 'fastify' {
   }
 }
 
-const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
-const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
-
-function scalar (value: unknown): string | undefined {
-  if (typeof value === 'string') return value === '' ? undefined : value
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value)
-  if (Array.isArray(value)) return scalar(value[0])
-  return undefined
-}
-
-function firstField (source: Record<string, unknown>, fields: readonly string[]): string | undefined {
-  for (const field of fields) {
-    const value = scalar(source[field])
-    if (value !== undefined) return value
-  }
-  return undefined
-}
 
 function decodePathSegment (segment: string | undefined): string | undefined {
   if (segment === undefined || segment === '') return undefined
@@ -235,10 +221,10 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
    */
   function route (request: FastifyRequest, pipeline: Pipeline): Routed {
     const parsed = request.body as { kind: BodyKind, body: Buffer | undefined } | undefined
-    const events = parseEvents(parsed?.body ?? Buffer.alloc(0), parsed?.kind ?? 'auto')
+    const { source, events } = parseEvents(parsed?.body ?? Buffer.alloc(0), parsed?.kind ?? 'auto')
     if (parsed !== undefined) parsed.body = undefined
     const receivedAt = runtime.now()
-    const tail = `,"origAddress":${JSON.stringify(senderAddress(request, pipeline))},"serverTimestamp":"${pipeline.time.timestamp(receivedAt)}"}\n`
+    const tail = Buffer.from(`,"origAddress":${JSON.stringify(senderAddress(request, pipeline))},"serverTimestamp":"${pipeline.time.timestamp(receivedAt)}"}\n`)
     const defaults = defaultsOf(request)
     const keyIndex = request[kKeyIndex]
     const perTopic = new Map<string, number>()
@@ -246,13 +232,12 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let targets: Destination[] = []
-    const texts: string[] = []
-    const lengths: number[] = []
+    const kept: EventSpan[] = []
     const routes: Array<{ topic: string, routingKey: string, targets: Destination[] }> = []
     let total = 0
     for (const event of events) {
-      const topic = firstField(event.value, TOPIC_FIELDS) ?? defaults.topic ?? UNKNOWN_TOPIC
-      const routingKey = firstField(event.value, ROUTING_KEY_FIELDS) ?? defaults.routingKey ?? UNKNOWN_ROUTING_KEY
+      const topic = event.topic ?? defaults.topic ?? UNKNOWN_TOPIC
+      const routingKey = event.routingKey ?? defaults.routingKey ?? UNKNOWN_ROUTING_KEY
       const label = metrics.topic(topic)
       perTopic.set(label, (perTopic.get(label) ?? 0) + 1)
       if (topic !== lastTopic || routingKey !== lastRoutingKey) {
@@ -261,23 +246,26 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
         lastRoutingKey = routingKey
       }
       if (targets.length === 0) continue
-      const text = `{"clientEvent":${event.raw}${tail}`
-      const length = Buffer.byteLength(text)
-      texts.push(text)
-      lengths.push(length)
+      kept.push(event)
       routes.push({ topic, routingKey, targets })
-      total += length
+      total += LINE_HEAD.length + event.end - event.start + tail.length
     }
-    // One buffer for the whole request; each event's line is a view into it.
+    // One buffer for the whole request, copied from the body's bytes; each line is a view into it.
     const lines = Buffer.allocUnsafe(total)
     const dispatch = new Dispatch()
     let offset = 0
-    for (let i = 0; i < routes.length; i++) {
+    for (let i = 0; i < kept.length; i++) {
+      const event = kept[i] as EventSpan
       const r = routes[i] as { topic: string, routingKey: string, targets: Destination[] }
-      const length = lengths[i] as number
-      lines.write(texts[i] as string, offset, length, 'utf8')
-      dispatch.add(r.targets, { topic: r.topic, routingKey: r.routingKey, receivedAt, line: lines.subarray(offset, offset + length) })
-      offset += length
+      const start = offset
+      offset += LINE_HEAD.copy(lines, offset)
+      const textStart = offset
+      offset += source.copy(lines, offset, event.start, event.end)
+      if (event.lineBreaks) {
+        for (let j = textStart; j < offset; j++) if (lines[j] === 10 || lines[j] === 13) lines[j] = 32
+      }
+      offset += tail.copy(lines, offset)
+      dispatch.add(r.targets, { topic: r.topic, routingKey: r.routingKey, receivedAt, line: lines.subarray(start, offset) })
     }
     return { dispatch, received: events.length, perTopic }
   }
