@@ -21,6 +21,54 @@ export class Tally {
   }
 }
 
+/**
+ * A histogram kept as bucket counts per label value, for the same reason as Tally: prom-client's
+ * observe() costs more than a small request. It exposes the Prometheus histogram series itself.
+ */
+export class TallyHistogram {
+  readonly name: string
+  readonly help: string
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  readonly #label: string
+  readonly #bounds: readonly number[]
+  readonly #series = new Map<string, { counts: Float64Array, sum: number }>()
+
+  constructor (name: string, help: string, label: string, bounds: readonly number[], registry: Registry) {
+    this.name = name
+    this.help = help
+    this.#label = label
+    this.#bounds = bounds
+    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0])
+  }
+
+  observe (labelValue: string, seconds: number): void {
+    let series = this.#series.get(labelValue)
+    if (series === undefined) this.#series.set(labelValue, series = { counts: new Float64Array(this.#bounds.length + 1), sum: 0 })
+    let i = 0
+    while (i < this.#bounds.length && seconds > (this.#bounds[i] as number)) i++
+    series.counts[i] = (series.counts[i] as number) + 1
+    series.sum += seconds
+  }
+
+  /** The series in prom-client's shape, as its Registry reads them for /metrics. */
+  get (): { name: string, help: string, type: string, aggregator: string, values: Array<{ labels: Record<string, string | number>, value: number, metricName: string }> } {
+    const values: Array<{ labels: Record<string, string | number>, value: number, metricName: string }> = []
+    for (const [labelValue, { counts, sum }] of this.#series) {
+      let cumulative = 0
+      this.#bounds.forEach((bound, i) => {
+        cumulative += counts[i] as number
+        values.push({ labels: { le: bound, [this.#label]: labelValue }, value: cumulative, metricName: `${this.name}_bucket` })
+      })
+      cumulative += counts[this.#bounds.length] as number
+      values.push({ labels: { le: '+Inf', [this.#label]: labelValue }, value: cumulative, metricName: `${this.name}_bucket` })
+      values.push({ labels: { [this.#label]: labelValue }, value: sum, metricName: `${this.name}_sum` })
+      values.push({ labels: { [this.#label]: labelValue }, value: cumulative, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+}
+
 export interface LastError {
   message: string
   at: string
@@ -47,8 +95,8 @@ export class Metrics {
   readonly destinationEvents = new Tally()
   readonly destinationBytes = new Tally()
   readonly filesCompleted = new Tally()
-  readonly requestDuration: Histogram<'outcome'>
-  readonly syncDuration: Histogram<'destination'>
+  readonly requestDuration: TallyHistogram
+  readonly syncDuration: TallyHistogram
   readonly uploadDuration: Histogram<'destination' | 'outcome'>
   inFlightBytes = 0
 
@@ -80,8 +128,8 @@ export class Metrics {
     counter('evs_destination_events_total', 'Events a destination made durable', this.destinationEvents, 'destination')
     counter('evs_destination_bytes_total', 'Bytes of JSON lines a destination made durable (before compression)', this.destinationBytes, 'destination')
     counter('evs_files_completed_total', 'Files completed (filesystem) or objects uploaded (object stores)', this.filesCompleted, 'destination')
-    this.requestDuration = new Histogram({ name: 'evs_request_duration_seconds', help: 'Time from request to answer on /events, by outcome', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers })
-    this.syncDuration = new Histogram({ name: 'evs_fsync_duration_seconds', help: 'Duration of one group commit (write and fdatasync)', labelNames: ['destination'], buckets: LATENCY_BUCKETS, registers })
+    this.requestDuration = new TallyHistogram('evs_request_duration_seconds', 'Time from request to answer on /events, by outcome', 'outcome', LATENCY_BUCKETS, this.registry)
+    this.syncDuration = new TallyHistogram('evs_fsync_duration_seconds', 'Duration of one group commit (write and fdatasync)', 'destination', LATENCY_BUCKETS, this.registry)
     this.uploadDuration = new Histogram({ name: 'evs_upload_duration_seconds', help: 'Duration of one upload attempt, by outcome (ok, failed, quarantined)', labelNames: ['destination', 'outcome'], buckets: UPLOAD_BUCKETS, registers })
     const metrics = this
     // eslint-disable-next-line no-new
@@ -132,7 +180,7 @@ export class Metrics {
 
   forDestination (name: string): DestinationMetrics {
     return {
-      synced: (seconds) => { this.syncDuration.observe({ destination: name }, seconds) },
+      synced: (seconds) => { this.syncDuration.observe(name, seconds) },
       completed: () => { this.filesCompleted.add(name) },
       uploaded: (seconds, outcome) => { this.uploadDuration.observe({ destination: name, outcome }, seconds) },
       error: (err) => { this.error(err, `destination ${name}`) }
