@@ -1,3 +1,4 @@
+import { writevSync } from 'node:fs'
 import { mkdir, open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { gzip } from 'node:zlib'
@@ -148,6 +149,9 @@ export class PartitionWriter {
   #pinLog = false
   #committing = false
   #scheduled = false
+  readonly #appender = new Appender((ms) => {
+    this.#options.logger.warn({ ms: Math.round(ms) }, `a write took ${Math.round(ms)} ms: writing through the thread pool for the next ${ASYNC_AFTER_SLOW_MS / 1000} s`)
+  })
   #idle: Deferred | undefined
   readonly stats: WriterStats = { openFiles: 0, activeFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
 
@@ -293,7 +297,7 @@ export class PartitionWriter {
   async #write (taken: Taken): Promise<Written | undefined> {
     const { file } = taken
     try {
-      await writeAll(file.handle as FileHandle, taken.data)
+      await this.#appender.write(file.handle as FileHandle, taken.data)
       file.size += taken.bytes
       file.written += taken.bytes
       this.stats.bytesWritten += taken.bytes
@@ -370,7 +374,7 @@ export class PartitionWriter {
     try {
       file.busy++
       try {
-        await writeAll(await this.#descriptor(file), data)
+        await this.#appender.write(await this.#descriptor(file), data)
       } finally {
         file.busy--
       }
@@ -586,16 +590,47 @@ export class PartitionWriter {
   }
 }
 
-async function writeAll (handle: FileHandle, data: Buffer[]): Promise<number> {
-  let total = 0
-  for (const b of data) total += b.length
-  let { bytesWritten } = await handle.writev(data)
-  while (bytesWritten < total) {
-    // A short write: rare, but the rest must follow in order.
-    const rest = Buffer.concat(data).subarray(bytesWritten)
-    bytesWritten += (await handle.write(rest)).bytesWritten
+/** A write into the page cache slower than this is taken as a slow disk (or a network filesystem). */
+const SLOW_WRITE_MS = 20
+/** How long writes stay asynchronous after a slow one. */
+const ASYNC_AFTER_SLOW_MS = 60_000
+
+/**
+ * Appends whole buffers. A write into the page cache takes microseconds, less than the thread pool
+ * round trip of an asynchronous one, so it is made synchronously; once one is slow (a disk under
+ * pressure, a network filesystem), writes go through the thread pool for a while so that a slow
+ * disk never stalls the event loop for long.
+ */
+export class Appender {
+  #asyncUntil = 0
+  readonly #onSlow: (ms: number) => void
+
+  constructor (onSlow: (ms: number) => void) {
+    this.#onSlow = onSlow
   }
-  return total
+
+  async write (handle: FileHandle, data: Buffer[]): Promise<number> {
+    let total = 0
+    for (const b of data) total += b.length
+    let bytesWritten: number
+    const started = performance.now()
+    if (started >= this.#asyncUntil) {
+      bytesWritten = writevSync(handle.fd, data)
+      const ms = performance.now() - started
+      if (ms > SLOW_WRITE_MS) {
+        this.#asyncUntil = performance.now() + ASYNC_AFTER_SLOW_MS
+        this.#onSlow(ms)
+      }
+    } else {
+      bytesWritten = (await handle.writev(data)).bytesWritten
+    }
+    while (bytesWritten < total) {
+      // A short write: rare, but the rest must follow in order.
+      const rest = Buffer.concat(data).subarray(bytesWritten)
+      bytesWritten += (await handle.write(rest)).bytesWritten
+    }
+    return total
+  }
 }
 
 /** fsyncs the folder of a new file, and the parents of every folder mkdir created for it. */
