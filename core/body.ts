@@ -23,9 +23,9 @@ interface ReceivedEvent {
   readonly value: Record<string, unknown>
 }
 
-const NDJSON_TYPES = new Set(['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'])
+export const NDJSON_TYPES = new Set(['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'])
 // Parsed by content: the DSS client's header is unconfirmed, and `curl -d` sends a form type.
-const AUTO_TYPES = new Set(['application/json', 'text/plain', 'text/json', 'application/octet-stream', 'application/x-www-form-urlencoded'])
+export const AUTO_TYPES = new Set(['application/json', 'text/plain', 'text/json', 'application/octet-stream', 'application/x-www-form-urlencoded'])
 
 export function bodyKind (contentType: string | undefined): BodyKind {
   if (contentType === undefined) return 'auto'
@@ -57,8 +57,8 @@ export async function readBody (stream: Readable, limit: number, declaredLength:
       }
       chunks.push(chunk)
     }
+    // The stream is done after 'end': its listeners go with it, no need to remove them one by one.
     const onEnd = (): void => {
-      cleanup()
       resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, total))
     }
     const onError = (err: Error): void => {
