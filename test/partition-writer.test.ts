@@ -1,10 +1,10 @@
-import { describe, expect, it } from 'vitest'
-import { mkdir, readdir, readFile } from 'node:fs/promises'
+import { describe, expect, it, vi } from 'vitest'
+import { mkdir, open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino from 'pino'
 import { CommitLog } from '../plugins/files/commit-log.js'
 import { Journal } from '../plugins/files/journal.js'
-import { PartitionWriter } from '../plugins/files/partition-writer.js'
+import { Appender, PartitionWriter } from '../plugins/files/partition-writer.js'
 import { tempDir } from './helpers.js'
 
 async function writer (dir: string, extra: Partial<ConstructorParameters<typeof PartitionWriter>[0]> = {}) {
@@ -44,5 +44,33 @@ describe('partition writer with a commit log', () => {
       expect(text.trim().split('\n').map((l) => JSON.parse(l).round)).toEqual([0, 1, 2, 3, 4])
     }
     expect(w.stats.openFiles).toBeLessThanOrEqual(4)
+  })
+})
+
+describe('Appender', () => {
+  it('writes synchronously while writes are fast, through the thread pool for a minute after a slow one', async () => {
+    const dir = await tempDir()
+    const handle = await open(join(dir, 'f'), 'a')
+    const viaPool = vi.spyOn(handle, 'writev')
+    let clock = 0
+    let slowNext = false
+    const slow: number[] = []
+    const appender = new Appender((ms) => slow.push(ms), () => {
+      const now = clock
+      if (slowNext) { clock += 25; slowNext = false }
+      return now
+    })
+    await appender.write(handle, [Buffer.from('a\n')])
+    expect(viaPool).not.toHaveBeenCalled()
+    slowNext = true
+    await appender.write(handle, [Buffer.from('b\n'), Buffer.from('c\n')])
+    expect(slow).toEqual([25])
+    await appender.write(handle, [Buffer.from('d\n')])
+    expect(viaPool).toHaveBeenCalledTimes(1)
+    clock += 60_000
+    await appender.write(handle, [Buffer.from('e\n')])
+    expect(viaPool).toHaveBeenCalledTimes(1)
+    await handle.close()
+    expect(await readFile(join(dir, 'f'), 'utf8')).toBe('a\nb\nc\nd\ne\n')
   })
 })

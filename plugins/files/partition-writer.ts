@@ -604,21 +604,23 @@ const ASYNC_AFTER_SLOW_MS = 60_000
 export class Appender {
   #asyncUntil = 0
   readonly #onSlow: (ms: number) => void
+  readonly #now: () => number
 
-  constructor (onSlow: (ms: number) => void) {
+  constructor (onSlow: (ms: number) => void, now: () => number = () => performance.now()) {
     this.#onSlow = onSlow
+    this.#now = now
   }
 
   async write (handle: FileHandle, data: Buffer[]): Promise<number> {
     let total = 0
     for (const b of data) total += b.length
     let bytesWritten: number
-    const started = performance.now()
+    const started = this.#now()
     if (started >= this.#asyncUntil) {
       bytesWritten = writevSync(handle.fd, data)
-      const ms = performance.now() - started
+      const ms = this.#now() - started
       if (ms > SLOW_WRITE_MS) {
-        this.#asyncUntil = performance.now() + ASYNC_AFTER_SLOW_MS
+        this.#asyncUntil = started + ms + ASYNC_AFTER_SLOW_MS
         this.#onSlow(ms)
       }
     } else {
