@@ -4,8 +4,11 @@ import { join } from 'node:path'
 import pino from 'pino'
 import { CommitLog } from '../plugins/files/commit-log.js'
 import { Journal } from '../plugins/files/journal.js'
-import { Appender, PartitionWriter } from '../plugins/files/partition-writer.js'
+import { Appender } from '../plugins/files/appender.js'
+import { PartitionWriter } from '../plugins/files/partition-writer.js'
 import { tempDir } from './helpers.js'
+
+const silent = pino({ level: 'silent' })
 
 async function writer (dir: string, extra: Partial<ConstructorParameters<typeof PartitionWriter>[0]> = {}) {
   await mkdir(join(dir, 'state'), { recursive: true })
@@ -30,7 +33,7 @@ async function writer (dir: string, extra: Partial<ConstructorParameters<typeof 
 describe('partition writer with a commit log', () => {
   it('checkpoints: syncs the files a segment covers and deletes the segment, keeping every line', async () => {
     const dir = await tempDir()
-    const log = new CommitLog(join(dir, 'log'))
+    const log = new CommitLog(join(dir, 'log'), silent)
     await log.start()
     const w = await writer(dir, { commitLog: log, checkpointBytes: 1 })
     for (let round = 0; round < 5; round++) {
@@ -55,7 +58,7 @@ describe('Appender', () => {
     let clock = 0
     let slowNext = false
     const slow: number[] = []
-    const appender = new Appender((ms) => slow.push(ms), () => {
+    const appender = new Appender({ warn: (details) => slow.push((details as { ms: number }).ms) }, 'test', () => {
       const now = clock
       if (slowNext) { clock += 25; slowNext = false }
       return now

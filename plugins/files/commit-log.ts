@@ -2,6 +2,7 @@ import { mkdir, open, readdir, readFile, rm, type FileHandle } from 'node:fs/pro
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { fsyncDir } from '../../core/fs-sync.js'
+import { Appender, type SlowWriteLogger } from './appender.js'
 
 /** One write to a partition file: its bytes, and where they go. */
 export interface LogRecord {
@@ -30,7 +31,10 @@ export class CommitLog {
   #bytes = 0
   #startedAt = 0
 
-  constructor (dir: string) {
+  readonly #appender: Appender
+
+  constructor (dir: string, logger: SlowWriteLogger) {
+    this.#appender = new Appender(logger, 'the commit log')
     this.dir = dir
   }
 
@@ -117,8 +121,7 @@ export class CommitLog {
       total += length
     }
     const handle = this.#handle as FileHandle
-    let { bytesWritten } = await handle.writev(buffers)
-    while (bytesWritten < total) bytesWritten += (await handle.write(Buffer.concat(buffers).subarray(bytesWritten))).bytesWritten
+    await this.#appender.write(handle, buffers)
     await handle.datasync()
     this.#bytes += total
   }

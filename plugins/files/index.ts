@@ -169,7 +169,7 @@ export class FilesDestination implements Destination {
     const journal = await Journal.load(context.stateDir)
     this.#journal = journal
     // Replayed whatever the setting now says: a log left by the previous run holds acknowledged events.
-    const log = new CommitLog(join(context.stateDir, 'commit-log'))
+    const log = new CommitLog(join(context.stateDir, 'commit-log'), logger)
     try {
       const replayed = await replayCommitLog(log, new Set(journal.unsealed().map((e) => e.key)), localPath)
       if (replayed.records > 0) logger.info(replayed, 'replayed the commit log into the files left open by the previous run')

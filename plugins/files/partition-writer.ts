@@ -1,10 +1,10 @@
-import { writevSync } from 'node:fs'
 import { mkdir, open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { gzip } from 'node:zlib'
 import { promisify } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
 import { fsyncDir } from '../../core/fs-sync.js'
+import { Appender } from './appender.js'
 import { Deferred } from './deferred.js'
 import type { Journal } from './journal.js'
 import type { CommitLog } from './commit-log.js'
@@ -149,14 +149,13 @@ export class PartitionWriter {
   #pinLog = false
   #committing = false
   #scheduled = false
-  readonly #appender = new Appender((ms) => {
-    this.#options.logger.warn({ ms: Math.round(ms) }, `a write took ${Math.round(ms)} ms: writing through the thread pool for the next ${ASYNC_AFTER_SLOW_MS / 1000} s`)
-  })
+  readonly #appender: Appender
   #idle: Deferred | undefined
   readonly stats: WriterStats = { openFiles: 0, activeFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
 
   constructor (options: WriterOptions) {
     this.#options = options
+    this.#appender = new Appender(options.logger, 'the partition files')
   }
 
   append (folder: string, period: string, lines: readonly Buffer[]): Promise<void> {
@@ -587,51 +586,6 @@ export class PartitionWriter {
   async #whenIdle (): Promise<void> {
     if (!this.#committing && !this.#scheduled && this.#dirty.size === 0 && this.#syncing.size === 0 && this.#sealing.size === 0 && this.#checkpointing === undefined) return
     await (this.#idle ??= new Deferred()).promise
-  }
-}
-
-/** A write into the page cache slower than this is taken as a slow disk (or a network filesystem). */
-const SLOW_WRITE_MS = 20
-/** How long writes stay asynchronous after a slow one. */
-const ASYNC_AFTER_SLOW_MS = 60_000
-
-/**
- * Appends whole buffers. A write into the page cache takes microseconds, less than the thread pool
- * round trip of an asynchronous one, so it is made synchronously; once one is slow (a disk under
- * pressure, a network filesystem), writes go through the thread pool for a while so that a slow
- * disk never stalls the event loop for long.
- */
-export class Appender {
-  #asyncUntil = 0
-  readonly #onSlow: (ms: number) => void
-  readonly #now: () => number
-
-  constructor (onSlow: (ms: number) => void, now: () => number = () => performance.now()) {
-    this.#onSlow = onSlow
-    this.#now = now
-  }
-
-  async write (handle: FileHandle, data: Buffer[]): Promise<number> {
-    let total = 0
-    for (const b of data) total += b.length
-    let bytesWritten: number
-    const started = this.#now()
-    if (started >= this.#asyncUntil) {
-      bytesWritten = writevSync(handle.fd, data)
-      const ms = this.#now() - started
-      if (ms > SLOW_WRITE_MS) {
-        this.#asyncUntil = started + ms + ASYNC_AFTER_SLOW_MS
-        this.#onSlow(ms)
-      }
-    } else {
-      bytesWritten = (await handle.writev(data)).bytesWritten
-    }
-    while (bytesWritten < total) {
-      // A short write: rare, but the rest must follow in order.
-      const rest = Buffer.concat(data).subarray(bytesWritten)
-      bytesWritten += (await handle.write(rest)).bytesWritten
-    }
-    return total
   }
 }
 
