@@ -48,6 +48,27 @@ describe('partition writer with a commit log', () => {
     }
     expect(w.stats.openFiles).toBeLessThanOrEqual(4)
   })
+
+  it('bounds the bytes held for files without a descriptor, writing out the largest first', async () => {
+    const dir = await tempDir()
+    const log = new CommitLog(join(dir, 'log'), silent)
+    await log.start()
+    const limit = 4000
+    const w = await writer(dir, { commitLog: log, maxOpenFiles: 2, checkpointBytes: 1 << 30, checkpointMs: 3_600_000, deferredMemoryBytes: limit })
+    const line = (round: number, k: number): Buffer => Buffer.from(`{"round":${round},"k":${k},"pad":"${'x'.repeat(60)}"}\n`)
+    let most = 0
+    for (let round = 0; round < 30; round++) {
+      await Promise.all(Array.from({ length: 20 }, async (_, k) => await w.append(`p${k}`, '', [line(round, k)])))
+      most = Math.max(most, w.deferredBytes)
+    }
+    // At most the limit plus the one commit not yet written out when its requests were answered.
+    expect(most).toBeLessThanOrEqual(limit + 20 * line(99, 99).length)
+    await w.flush()
+    for (let k = 0; k < 20; k++) {
+      const text = await readFile(join(dir, 'out', `p${k}`, `f_${k + 1}.jsonl`), 'utf8')
+      expect(text.trim().split('\n').map((l) => JSON.parse(l).round)).toEqual(Array.from({ length: 30 }, (_, r) => r))
+    }
+  })
 })
 
 describe('Appender', () => {

@@ -38,6 +38,8 @@ export interface WriterOptions {
   commitLog?: CommitLog
   checkpointBytes?: number
   checkpointMs?: number
+  /** Commit-log mode: deferred bytes held in memory at most, all files together (32 MiB). */
+  deferredMemoryBytes?: number
   journal: Journal
   logger: FastifyBaseLogger
   now(): number
@@ -75,6 +77,8 @@ export interface WriterStats {
 // Commit-log mode: a file without an open descriptor keeps up to this many logged bytes before
 // they are written, so many partitions do not mean one open and close per request.
 const DEFERRED_WRITE_LIMIT = 64 * 1024
+/** Deferred bytes held in memory at most by default, all files together: beyond, the largest are written out. */
+const DEFERRED_MEMORY_LIMIT = 32 * 1024 * 1024
 
 /** A file being written: lines wait in `pending` until the next commit writes and syncs them. */
 class OpenFile {
@@ -97,6 +101,8 @@ class OpenFile {
   /** Commit-log mode: logged bytes not yet written to the file (written later, in order). */
   unwritten: Buffer[] = []
   unwrittenBytes = 0
+  /** The last write of unwritten bytes: the next one waits for it, so bytes land in log order. */
+  writing: Promise<void> = Promise.resolve()
   /** Bytes actually in the file (size counts the unwritten ones too). */
   written = 0
 
@@ -144,6 +150,8 @@ export class PartitionWriter {
   readonly #sealing = new Set<Promise<void>>()
   /** Files written since the last checkpoint: their bytes are only in the commit log's current segment. */
   #unsynced = new Set<OpenFile>()
+  /** Commit-log mode: logged bytes held in memory, not yet written to their files. */
+  #deferredBytes = 0
   #checkpointing: Promise<void> | undefined
   /** A deferred write failed: keep every log segment, so a restart replays what the files lack. */
   #pinLog = false
@@ -151,6 +159,10 @@ export class PartitionWriter {
   #scheduled = false
   readonly #appender: Appender
   #idle: Deferred | undefined
+  get deferredBytes (): number {
+    return this.#deferredBytes
+  }
+
   readonly stats: WriterStats = { openFiles: 0, activeFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
 
   constructor (options: WriterOptions) {
@@ -333,6 +345,7 @@ export class PartitionWriter {
       const { file } = t
       file.unwritten.push(...t.data)
       file.unwrittenBytes += t.bytes
+      this.#deferredBytes += t.bytes
       file.size += t.bytes
       this.stats.linesWritten += t.count
       this.#unsynced.add(file)
@@ -348,6 +361,8 @@ export class PartitionWriter {
         file.busy--
       }
     }))
+    const { deferredMemoryBytes = DEFERRED_MEMORY_LIMIT } = this.#options
+    if (this.#deferredBytes > deferredMemoryBytes) await this.#writeOutDeferred(deferredMemoryBytes / 2)
     const { checkpointBytes = 64 * 1024 * 1024, checkpointMs = 10_000 } = this.#options
     if (this.#checkpointing === undefined && (log.bytes >= checkpointBytes || Date.now() - log.startedAt >= checkpointMs)) {
       const files = this.#unsynced
@@ -365,18 +380,24 @@ export class PartitionWriter {
    * (they are in the log): the log is then kept whole until a restart replays it.
    */
   async #writeUnwritten (file: OpenFile): Promise<void> {
-    if (file.unwrittenBytes === 0) return
+    if (file.unwrittenBytes === 0) return await file.writing
     const data = file.unwritten
     const bytes = file.unwrittenBytes
     file.unwritten = []
     file.unwrittenBytes = 0
-    try {
+    this.#deferredBytes -= bytes
+    // Writes of one file in the order their bytes were taken, even through the thread pool.
+    const write = file.writing.then(async () => {
       file.busy++
       try {
         await this.#appender.write(await this.#descriptor(file), data)
       } finally {
         file.busy--
       }
+    })
+    file.writing = write.catch(() => {})
+    try {
+      await write
       file.written += bytes
       this.stats.bytesWritten += bytes
       this.#options.onWritten?.(bytes)
@@ -384,6 +405,19 @@ export class PartitionWriter {
       this.#pinLog = true
       this.#fail(file, err)
       throw err
+    }
+  }
+
+  /** Writes out the files holding the most deferred bytes until at most `target` bytes are left. */
+  async #writeOutDeferred (target: number): Promise<void> {
+    const largest = [...this.#unsynced].filter((f) => f.unwrittenBytes > 0).sort((a, b) => b.unwrittenBytes - a.unwrittenBytes)
+    for (const file of largest) {
+      if (this.#deferredBytes <= target) break
+      try {
+        await this.#writeUnwritten(file)
+      } catch {
+        // Logged and handled by #writeUnwritten: the events are safe in the log.
+      }
     }
   }
 
