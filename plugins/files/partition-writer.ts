@@ -38,7 +38,7 @@ export interface WriterOptions {
   commitLog?: CommitLog
   checkpointBytes?: number
   checkpointMs?: number
-  /** Commit-log mode: deferred bytes held in memory at most, all files together (32 MiB). */
+  /** Commit-log mode: deferred bytes held in memory at most, all files together (16 MiB). */
   deferredMemoryBytes?: number
   journal: Journal
   logger: FastifyBaseLogger
@@ -78,7 +78,7 @@ export interface WriterStats {
 // they are written, so many partitions do not mean one open and close per request.
 const DEFERRED_WRITE_LIMIT = 64 * 1024
 /** Deferred bytes held in memory at most by default, all files together: beyond, the largest are written out. */
-const DEFERRED_MEMORY_LIMIT = 32 * 1024 * 1024
+const DEFERRED_MEMORY_LIMIT = 16 * 1024 * 1024
 
 /** A file being written: lines wait in `pending` until the next commit writes and syncs them. */
 class OpenFile {
