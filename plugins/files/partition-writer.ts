@@ -362,7 +362,7 @@ export class PartitionWriter {
       }
     }))
     const { deferredMemoryBytes = DEFERRED_MEMORY_LIMIT } = this.#options
-    if (this.#deferredBytes > deferredMemoryBytes) await this.#writeOutDeferred(deferredMemoryBytes / 2)
+    if (this.#deferredBytes > deferredMemoryBytes) await this.#writeOutDeferred(deferredMemoryBytes / 4)
     const { checkpointBytes = 64 * 1024 * 1024, checkpointMs = 10_000 } = this.#options
     if (this.#checkpointing === undefined && (log.bytes >= checkpointBytes || Date.now() - log.startedAt >= checkpointMs)) {
       const files = this.#unsynced
@@ -408,7 +408,7 @@ export class PartitionWriter {
     }
   }
 
-  /** Writes out the files holding the most deferred bytes until at most `target` bytes are left. */
+  /** Writes out the files holding the most deferred bytes until at most `target` bytes are left (a quarter of the limit: fewer, larger writes). */
   async #writeOutDeferred (target: number): Promise<void> {
     const largest = [...this.#unsynced].filter((f) => f.unwrittenBytes > 0).sort((a, b) => b.unwrittenBytes - a.unwrittenBytes)
     for (const file of largest) {
