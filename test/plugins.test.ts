@@ -77,4 +77,15 @@ describe('third-party destination plugins', () => {
     await expect(checkSettings({ plugins: ['./not-a-plugin.mjs'] }, dir))
       .rejects.toMatchObject({ code: 'EVS_ERR_PLUGIN_LOAD', message: expect.stringContaining('not a Fastify plugin') })
   })
+
+  it('refuses two plugins registering the same type name', async () => {
+    const dir = await tempDir()
+    const { writeFile } = await import('node:fs/promises')
+    await writeFile(join(dir, 'impostor.mjs'), `export default async function impostor (fastify) {
+  fastify.eventServerTypes.registerDestinationType({ type: 'capture', schema: {}, create () { throw new Error('never') } })
+}
+`)
+    const document = { plugins: [FIXTURE, './impostor.mjs'], destinations: [{ name: 'mem', type: 'capture' }] }
+    await expect(checkSettings(document, dir)).rejects.toMatchObject({ code: 'EVS_ERR_PLUGIN_TYPE_DUPLICATE', message: 'A destination type named "capture" is already registered' })
+  })
 })
