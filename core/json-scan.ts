@@ -31,8 +31,6 @@ const OPEN_OBJECT = 123
 const CLOSE_OBJECT = 125
 
 const MAX_DEPTH = 512
-// The scanner runs to completion without yielding, so one stack serves every call.
-const stack = new Uint8Array(MAX_DEPTH)
 
 const FIELD_TOPIC = 0
 const FIELD_AUDIT_TOPIC = 1
@@ -41,8 +39,10 @@ const FIELD_AUDIT_ROUTING_KEY = 3
 const FIELD_NAMES = ['topic', 'auditTopic', 'routingKey', 'auditRoutingKey'] as const
 const FIELD_BYTES = FIELD_NAMES.map((name) => Buffer.from(`"${name}"`))
 
-// The scanner runs to completion without yielding, so its state can live at module level: a scan
-// of one event sets these.
+// The scanner runs to completion without yielding, so its state can live at module level: one
+// stack serves every call, and a scan of one event sets the rest.
+const stack = new Uint8Array(MAX_DEPTH)
+/** The string just scanned held an escape. */
 let escaped = false
 /** Value spans of the routing fields seen in the current event (start, end; -1 when absent). */
 const fields = new Int32Array(8)
@@ -122,8 +122,8 @@ function scanLiteral (b: Uint8Array, i: number): number {
 }
 
 /** Which routing field the key at [start, end) (quotes included) names, or -1. */
-function fieldOf (b: Buffer, start: number, end: number, escaped: boolean): number {
-  if (escaped) return (FIELD_NAMES as readonly string[]).indexOf(JSON.parse(b.toString('utf8', start, end)) as string)
+function fieldOf (b: Buffer, start: number, end: number, hasEscapes: boolean): number {
+  if (hasEscapes) return (FIELD_NAMES as readonly string[]).indexOf(JSON.parse(b.toString('utf8', start, end)) as string)
   const length = end - start
   if (length !== 7 && length !== 12 && length !== 17) return -1 // none of the names, quoted
   for (let f = 0; f < FIELD_BYTES.length; f++) {
