@@ -1,7 +1,7 @@
 import { gunzip } from 'node:zlib'
 import { promisify } from 'node:util'
 import type { Readable } from 'node:stream'
-import { firstField, scanEvents, type BodyKind, type EventSpan } from './json-scan.js'
+import { firstField, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
 import {
   EVS_ERR_BODY_ABORTED, EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_ENCODING_UNSUPPORTED, EVS_ERR_BODY_GZIP_INVALID,
   EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_NOT_OBJECT, EVS_ERR_BODY_TOO_LARGE, EVS_ERR_MEDIA_TYPE_UNSUPPORTED
@@ -172,9 +172,6 @@ function parseLines (text: string): ReceivedEvent[] {
   }
   return events
 }
-
-export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
-export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
 
 /** The slow path: JSON.parse, with its exact error messages. */
 function parseSlowly (body: Buffer, kind: BodyKind): ReceivedEvent[] {

@@ -2,8 +2,8 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { compile as compileTrust } from '@fastify/proxy-addr'
 import { presentedKey } from './auth.js'
-import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, parseEvents, readBody, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type BodyKind } from './body.js'
-import { firstField, type EventSpan } from './json-scan.js'
+import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, parseEvents, readBody, type BodyKind } from './body.js'
+import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type EventSpan } from './json-scan.js'
 import type { Destination, RoutedEvent } from './destination.js'
 import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_OVERLOADED } from './errors.js'
 import type { Metrics } from './metrics.js'
@@ -33,7 +33,6 @@ declare module 'fastify' {
     [kBytes]: number
   }
 }
-
 
 function decodePathSegment (segment: string | undefined): string | undefined {
   if (segment === undefined || segment === '') return undefined
@@ -230,8 +229,8 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
   }
 
   /**
-   * Parses and routes a request's events into lines. Synchronous, so the body and the parsed
-   * objects are garbage before the request waits for the disk: only the lines stay in memory.
+   * Parses and routes a request's events into lines. Synchronous, so the body is garbage before
+   * the request waits for the disk: only the lines stay in memory.
    */
   function route (request: FastifyRequest, pipeline: Pipeline): Routed {
     const parsed = request.body as { kind: BodyKind, body: Buffer | undefined } | undefined
@@ -246,8 +245,7 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let targets: Destination[] = []
-    const kept: EventSpan[] = []
-    const routes: Array<{ topic: string, routingKey: string, targets: Destination[] }> = []
+    const routes: Array<{ event: EventSpan, topic: string, routingKey: string, targets: Destination[] }> = []
     let total = 0
     for (const event of events) {
       const topic = event.topic ?? defaults.topic ?? UNKNOWN_TOPIC
@@ -260,17 +258,14 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
         lastRoutingKey = routingKey
       }
       if (targets.length === 0) continue
-      kept.push(event)
-      routes.push({ topic, routingKey, targets })
+      routes.push({ event, topic, routingKey, targets })
       total += LINE_HEAD.length + event.end - event.start + tail.length
     }
     // One buffer for the whole request, copied from the body's bytes; each line is a view into it.
     const lines = Buffer.allocUnsafe(total)
     const dispatch = new Dispatch()
     let offset = 0
-    for (let i = 0; i < kept.length; i++) {
-      const event = kept[i] as EventSpan
-      const r = routes[i] as { topic: string, routingKey: string, targets: Destination[] }
+    for (const { event, topic, routingKey, targets } of routes) {
       const start = offset
       offset += LINE_HEAD.copy(lines, offset)
       const textStart = offset
@@ -279,7 +274,7 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
         for (let j = textStart; j < offset; j++) if (lines[j] === 10 || lines[j] === 13) lines[j] = 32
       }
       offset += tail.copy(lines, offset)
-      dispatch.add(r.targets, { topic: r.topic, routingKey: r.routingKey, receivedAt, line: lines.subarray(start, offset) })
+      dispatch.add(targets, { topic, routingKey, receivedAt, line: lines.subarray(start, offset) })
     }
     return { dispatch, received: events.length, perTopic }
   }

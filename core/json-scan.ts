@@ -36,7 +36,10 @@ const FIELD_TOPIC = 0
 const FIELD_AUDIT_TOPIC = 1
 const FIELD_ROUTING_KEY = 2
 const FIELD_AUDIT_ROUTING_KEY = 3
-const FIELD_NAMES = ['topic', 'auditTopic', 'routingKey', 'auditRoutingKey'] as const
+/** Where an event names its topic and routing key, the first with a value winning. */
+export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
+export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
+const FIELD_NAMES = [...TOPIC_FIELDS, ...ROUTING_KEY_FIELDS] as const
 const FIELD_BYTES = FIELD_NAMES.map((name) => Buffer.from(`"${name}"`))
 
 // The scanner runs to completion without yielding, so its state can live at module level: one

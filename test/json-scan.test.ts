@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { parseEvents, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type BodyKind } from '../core/body.js'
-import { firstField, scanEvents } from '../core/json-scan.js'
+import { parseEvents, type BodyKind } from '../core/body.js'
+import { firstField, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS } from '../core/json-scan.js'
 
 interface Expected { value: Record<string, unknown>, topic: string | undefined, routingKey: string | undefined }
 type Oracle = Expected[] | 'invalid'
