@@ -159,15 +159,16 @@ export class PartitionWriter {
   #scheduled = false
   readonly #appender: Appender
   #idle: Deferred | undefined
-  get deferredBytes (): number {
-    return this.#deferredBytes
-  }
-
   readonly stats: WriterStats = { openFiles: 0, activeFiles: 0, filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
 
   constructor (options: WriterOptions) {
     this.#options = options
     this.#appender = new Appender(options.logger, 'the partition files')
+  }
+
+  /** Commit-log mode: logged bytes held in memory, not yet written to their files. */
+  get deferredBytes (): number {
+    return this.#deferredBytes
   }
 
   append (folder: string, period: string, lines: readonly Buffer[]): Promise<void> {
@@ -408,7 +409,10 @@ export class PartitionWriter {
     }
   }
 
-  /** Writes out the files holding the most deferred bytes until at most `target` bytes are left (a quarter of the limit: fewer, larger writes). */
+  /**
+   * Writes out the files holding the most deferred bytes until at most `target` are left (a
+   * quarter of the limit: fewer, larger writes than stopping just under it).
+   */
   async #writeOutDeferred (target: number): Promise<void> {
     const largest = [...this.#unsynced].filter((f) => f.unwrittenBytes > 0).sort((a, b) => b.unwrittenBytes - a.unwrittenBytes)
     for (const file of largest) {
