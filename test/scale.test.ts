@@ -68,7 +68,8 @@ describe('several instances behind a load balancer', () => {
       while (next < 600) {
         const id = next++
         const res = await fetch(`${url}/events/generic/rk-${id % 4}`, { method: 'POST', body: JSON.stringify({ id }), headers: { 'content-type': 'application/json' } })
-        expect(res.status).toBe(200)
+        // On failure, say which answer and what the servers logged about it.
+        if (res.status !== 200) expect({ status: res.status, body: await res.text(), logs: `${a.output()}\n${b.output()}`.split('\n').filter((l) => /"level":(40|50)/.test(l)) }).toEqual({ status: 200 })
       }
     }))
     a.process.kill('SIGTERM')
