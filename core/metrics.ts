@@ -21,6 +21,9 @@ export class Tally {
   }
 }
 
+/** One exposed sample, as prom-client's Registry reads it. */
+interface Sample { labels: Record<string, string | number>, value: number, metricName: string }
+
 /**
  * A histogram kept as bucket counts per label value, for the same reason as Tally: prom-client's
  * observe() costs more than a small request. It exposes the Prometheus histogram series itself.
@@ -52,8 +55,8 @@ export class TallyHistogram {
   }
 
   /** The series in prom-client's shape, as its Registry reads them for /metrics. */
-  get (): { name: string, help: string, type: string, aggregator: string, values: Array<{ labels: Record<string, string | number>, value: number, metricName: string }> } {
-    const values: Array<{ labels: Record<string, string | number>, value: number, metricName: string }> = []
+  get (): { name: string, help: string, type: string, aggregator: string, values: Sample[] } {
+    const values: Sample[] = []
     for (const [labelValue, { counts, sum }] of this.#series) {
       let cumulative = 0
       this.#bounds.forEach((bound, i) => {
