@@ -11,6 +11,12 @@ import type { SettingsProblem } from './validation.js'
  */
 export interface ConnectionCapabilities {
   readonly append: boolean
+  /**
+   * Whole-body digests the connection hands to its store when `PutOptions.checksum` carries them,
+   * so that the store checks the object against them (e.g. GCS: `md5`). Digests the store checks
+   * per part or block are computed by the connection itself and need not be listed.
+   */
+  readonly checksums?: ReadonlyArray<'sha256' | 'md5'>
 }
 
 export interface PutOptions {
@@ -20,6 +26,13 @@ export interface PutOptions {
   size?: number
   /** Aborts the upload; the key is then left as it was. */
   signal?: AbortSignal
+  /**
+   * Asks the store to check the bytes it receives, so that a corrupted upload is refused instead of
+   * stored: the connection sends the checksums its store verifies (S3: SHA-256, Azure: MD5 per
+   * block, GCS: CRC32C and MD5), computing those it is not given. `sha256` (hex) and `md5`
+   * (base64) are digests of the whole body computed beforehand.
+   */
+  checksum?: { sha256?: string, md5?: string }
 }
 
 /**

@@ -77,6 +77,74 @@ export interface DestinationCheckContext {
   readonly name: string
   /** Connection names defined in settings, with their types. */
   readonly connections: ReadonlyMap<string, string>
+  /** Folder that relative paths in settings resolve against (the settings file's folder). */
+  readonly baseDir: string
+  /**
+   * `verify` checks settings to read what was written, not to write: secrets only the server
+   * needs (a signing key) may then be absent.
+   */
+  readonly purpose: 'serve' | 'verify'
+}
+
+/** What `dss-event-server verify` asks of a destination type that can check its stored output. */
+export interface VerifyRequest {
+  /** Only what was recorded from / until these instants (milliseconds since the epoch). */
+  readonly from?: number
+  readonly to?: number
+  /** PEM of the public key signatures must match. */
+  readonly publicKey?: string
+  /** Heads known from elsewhere (the server's logs kept by a SIEM): each must be in the trail, unchanged. */
+  readonly knownHeads?: ReadonlyArray<{ destination: string, instanceId: string, seq: number, hash: string }>
+  /** Milliseconds since the epoch. */
+  readonly now: number
+  onProgress?(progress: VerifyProgress): void
+}
+
+export interface VerifyProgress {
+  readonly phase: string
+  readonly done: number
+  readonly total: number
+  readonly bytes: number
+}
+
+export type VerifyProblemKind =
+  | 'altered' | 'missing' | 'unexpected' | 'chain-broken' | 'bad-signature' | 'missing-signature' | 'tail-cut' | 'unchecked'
+
+export interface VerifyProblem {
+  readonly kind: VerifyProblemKind
+  /** Key (relative to the connection) of the object concerned. */
+  readonly key: string
+  readonly message: string
+}
+
+export interface VerifyReport {
+  readonly destination: string
+  /** Everything that does not check; the trail is vouched for only when this is empty. */
+  readonly problems: VerifyProblem[]
+  /** Files not complete yet (still being written or uploaded): not verified, not a failure. */
+  readonly open: Array<{ key: string, message: string }>
+  readonly summary: {
+    instances: number
+    records: number
+    heads: number
+    files: number
+    bytes: number
+    events: number
+    /** Reception time of the first and last event of the files verified, ISO-8601. */
+    from: string | null
+    to: string | null
+    signed: boolean
+    notes: string[]
+  }
+}
+
+export interface DestinationVerifyContext {
+  readonly name: string
+  readonly baseDir: string
+  readonly logger: FastifyBaseLogger
+  connection(name: string): Connection | undefined
+  /** Names of every destination in the settings (several may share a folder). */
+  readonly destinations: ReadonlySet<string>
 }
 
 export interface DestinationType<S extends TSchema = TSchema> {
@@ -85,4 +153,10 @@ export interface DestinationType<S extends TSchema = TSchema> {
   readonly schema: S
   check?(options: Static<S>, context: DestinationCheckContext): SettingsProblem[]
   create(options: Static<S>, context: DestinationContext): Destination
+  /**
+   * Checks what a destination of this type stored, with no server running (`dss-event-server
+   * verify`). Optional: types that keep no verifiable trail leave it out; `undefined` means this
+   * destination keeps none (e.g. its integrity trail is off).
+   */
+  verify?(options: Static<S>, context: DestinationVerifyContext, request: VerifyRequest): Promise<VerifyReport | undefined>
 }

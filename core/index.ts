@@ -2,7 +2,10 @@ export { buildServer, checkSettings, type BuildServerOptions, type EventServer }
 export { readSettingsFile, parseCoreSettings, interpolateEnv } from './settings.js'
 export { isPermanent, markPermanent, writeAndDeleteProbe } from './connection.js'
 export type { Connection, ConnectionCapabilities, ConnectionContext, ConnectionType, ObjectInfo, PermanentError, PutOptions } from './connection.js'
-export type { Destination, DestinationCheckContext, DestinationContext, DestinationMetrics, DestinationStats, DestinationType, RoutedEvent } from './destination.js'
+export type {
+  Destination, DestinationCheckContext, DestinationContext, DestinationMetrics, DestinationStats, DestinationType, DestinationVerifyContext, RoutedEvent,
+  VerifyProblem, VerifyProblemKind, VerifyProgress, VerifyReport, VerifyRequest
+} from './destination.js'
 export type { TypeRegistry } from './registry.js'
 export { assertSafeKey, encodeSegment, isSafeKey } from './path-encoding.js'
 export { auditEvent, send, type SenderOptions, type SenderSummary } from './sender.js'

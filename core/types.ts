@@ -52,7 +52,7 @@ function without (block: Record<string, unknown>, keys: readonly string[]): Reco
 }
 
 /** Validates each connection's and destination's own options against its type's schema. */
-export function resolveTypes (registry: TypeRegistry, settings: Settings, baseDir: string, logger: FastifyInstance['log']): ResolvedTypes {
+export function resolveTypes (registry: TypeRegistry, settings: Settings, baseDir: string, logger: FastifyInstance['log'], purpose: 'serve' | 'verify' = 'serve'): ResolvedTypes {
   const problems: SettingsProblem[] = []
   const connections: ResolvedConnection[] = []
   const destinations: ResolvedDestination[] = []
@@ -87,7 +87,7 @@ export function resolveTypes (registry: TypeRegistry, settings: Settings, baseDi
       problems.push(...result.problems)
       return
     }
-    problems.push(...(definition.check?.(result.value, { name: block.name, connections: connectionTypes }) ?? []).map((p) => ({ ...p, path: path + p.path })))
+    problems.push(...(definition.check?.(result.value, { name: block.name, connections: connectionTypes, baseDir, purpose }) ?? []).map((p) => ({ ...p, path: path + p.path })))
     destinations.push({ settings: block, definition, options: result.value })
   })
 

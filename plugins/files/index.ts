@@ -15,6 +15,8 @@ import { checkLayout, compileLayout, type Layout } from './layout.js'
 import { PartitionWriter, type SealedFile } from './partition-writer.js'
 import { repairFile } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
+import { checkIntegrity, Integrity, IntegritySchema } from './integrity.js'
+import { verifyFilesDestination } from './verify.js'
 
 async function startLog (log: CommitLog): Promise<CommitLog> {
   await log.start()
@@ -107,7 +109,8 @@ export const FilesDestinationSchema = Type.Object({
   uploadRetryInitialS: Type.Number({ default: 1, exclusiveMinimum: 0 }),
   uploadRetryMaxS: Type.Number({ default: 300, exclusiveMinimum: 0 }),
   uploadShutdownGraceS: Type.Number({ default: 10, minimum: 0 }),
-  healthCheckIntervalS: Type.Number({ default: 5, exclusiveMinimum: 0, description: 'how often /ready probes that the folder is writable' })
+  healthCheckIntervalS: Type.Number({ default: 5, exclusiveMinimum: 0, description: 'how often /ready probes that the folder is writable' }),
+  integrity: Type.Optional(IntegritySchema)
 }, { additionalProperties: false })
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
@@ -133,6 +136,7 @@ export class FilesDestination implements Destination {
   #journal: Journal | undefined
   #log: CommitLog | undefined
   #uploader: Uploader | undefined
+  #integrity: Integrity | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
@@ -168,6 +172,24 @@ export class FilesDestination implements Destination {
     const logger = context.logger
     const journal = await Journal.load(context.stateDir)
     this.#journal = journal
+    // Opened before recovery, which records the files a crash left open.
+    const integrity = options.integrity?.enabled === true
+      ? this.#integrity = await Integrity.open(options.integrity, {
+        destination: this.name,
+        instanceId: context.instanceId,
+        stateDir: context.stateDir,
+        baseDir: context.baseDir,
+        connection,
+        path: options.path,
+        gzip: options.compression === 'gzip',
+        logger,
+        now: context.now,
+        lowestOpenSeq: () => journal.lowestLive(),
+        retryInitialMs: options.uploadRetryInitialS * 1000,
+        retryMaxMs: options.uploadRetryMaxS * 1000
+      })
+      : undefined
+    const recovered: string[] = []
     // Replayed whatever the setting now says: a log left by the previous run holds acknowledged events.
     const log = new CommitLog(join(context.stateDir, 'commit-log'), logger)
     try {
@@ -182,6 +204,11 @@ export class FilesDestination implements Destination {
       try {
         const result = await repairFile(localPath(entry.key), options.compression, join(context.stateDir, 'torn'), logger)
         logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
+        if (result === 'intact' || result === 'repaired') {
+          recovered.push(entry.key)
+          // On an object store the file is recorded once uploaded, like any other.
+          if (appendable) await integrity?.completed({ key: entry.key, path: localPath(entry.key) }).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+        }
       } catch (err) {
         throw new EVS_ERR_RECOVERY(this.name, `${entry.key}: ${(err as Error).message}`)
       }
@@ -204,13 +231,17 @@ export class FilesDestination implements Destination {
           context.metrics.uploaded(seconds, outcome)
           if (outcome === 'ok') context.metrics.completed()
           else context.metrics.error(err)
-        }
+        },
+        ...(integrity !== undefined
+          ? { prepare: async (file) => await integrity.beforeUpload(file), confirmed: async (file) => await integrity.uploaded(file) }
+          : {})
       })
       this.#uploader = uploader
       // Every file left in the spool is sealed now: upload it again under its own key.
       const left = await spoolFiles(spoolDir)
       for (const file of left) {
         this.#spoolBytes += file.size
+        integrity?.pending(file.key)
         uploader.enqueue(file)
       }
       if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
@@ -241,7 +272,11 @@ export class FilesDestination implements Destination {
       },
       onSealed: uploader !== undefined
         ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
-        : () => { context.metrics.completed() }
+        : () => { context.metrics.completed() },
+      // The one place where a file is complete: at its final place on the filesystem, in the spool otherwise.
+      ...(integrity !== undefined
+        ? { beforeSealed: appendable ? async (file: SealedFile) => await integrity.completed(file) : (file: SealedFile) => integrity.pending(file.key) }
+        : {})
     })
     this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
     // Readiness: a probe file where this destination writes first (its folder, or the spool).
@@ -250,6 +285,7 @@ export class FilesDestination implements Destination {
     this.#probePath = localPath(folder === '' ? probeName : `${folder}/${probeName}`)
     await this.#probe()
     this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
+    await integrity?.start({ keys: recovered })
   }
 
   accept (events: readonly RoutedEvent[]): Promise<void> {
@@ -348,6 +384,9 @@ export class FilesDestination implements Destination {
     // On reload the next instance of this destination uploads what is left in the spool at once:
     // waiting here would hold every request for the grace period.
     await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    // After the uploads: those that finished are recorded before the closing head. On reload the
+    // next instance stores what is left, as it uploads what is left.
+    await this.#integrity?.close(options?.reason === 'reload' ? 0 : undefined)
     // Every file is sealed, so synced: the commit log holds nothing more.
     await this.#log?.close()
     if (this.#journal?.unsealed().length === 0) await this.#log?.clear()
@@ -359,6 +398,7 @@ export class FilesDestination implements Destination {
     return {
       connection: this.#connection?.name,
       ...this.#writer?.stats,
+      ...(this.#integrity !== undefined ? { integrity: this.#integrity.stats() } : {}),
       ...(uploads !== undefined
         ? {
             pendingBytes: this.#spoolBytes,
@@ -374,7 +414,7 @@ export class FilesDestination implements Destination {
 }
 
 function checkFilesDestination (options: FilesDestinationOptions, context: DestinationCheckContext): SettingsProblem[] {
-  const problems = checkLayout(options)
+  const problems = [...checkLayout(options), ...checkIntegrity(options.integrity, options, context)]
   if (!context.connections.has(options.connection)) {
     const names = [...context.connections.keys()].map((n) => JSON.stringify(n)).join(', ')
     problems.push({ path: '/connection', message: `expected the name of a connection defined in "connections" (${names === '' ? 'none is defined' : names}), got ${JSON.stringify(options.connection)}` })
@@ -387,7 +427,8 @@ async function filesDestination (fastify: FastifyInstance): Promise<void> {
     type: 'files',
     schema: FilesDestinationSchema,
     check: checkFilesDestination,
-    create: (options: FilesDestinationOptions, context) => new FilesDestination(options, context)
+    create: (options: FilesDestinationOptions, context) => new FilesDestination(options, context),
+    verify: verifyFilesDestination
   })
 }
 

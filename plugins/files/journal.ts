@@ -25,6 +25,8 @@ const COMPACT_AFTER = 10_000
 export class Journal {
   readonly path: string
   readonly #entries = new Map<number, JournalEntry>()
+  /** Numbers handed out and not yet opened or sealed (in memory: a crash leaves no file for them). */
+  readonly #reserved = new Set<number>()
   #next = 1
   #handle: FileHandle | undefined
   #lines = 0
@@ -76,15 +78,27 @@ export class Journal {
 
   /** Reserves a sequence number; it is durable once `opened` resolves. */
   nextSeq (): number {
-    return this.#next++
+    const seq = this.#next++
+    this.#reserved.add(seq)
+    return seq
+  }
+
+  /** Lowest sequence number of a file that may still be written to: reserved, open, or the next one. */
+  lowestLive (): number {
+    let lowest = this.#next
+    for (const seq of this.#reserved) if (seq < lowest) lowest = seq
+    for (const seq of this.#entries.keys()) if (seq < lowest) lowest = seq
+    return lowest
   }
 
   async opened (seq: number, key: string): Promise<void> {
+    this.#reserved.delete(seq)
     this.#entries.set(seq, { seq, key })
     await this.#append({ open: seq, key })
   }
 
   async sealed (seq: number): Promise<void> {
+    this.#reserved.delete(seq)
     this.#entries.delete(seq)
     await this.#append({ sealed: seq })
   }

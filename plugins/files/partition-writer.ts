@@ -51,6 +51,11 @@ export interface WriterOptions {
   onError?(err: unknown): void
   /** Called once a file is complete, closed and durable. */
   onSealed?(file: SealedFile): void
+  /**
+   * Called once a file is complete, closed and durable, before the journal records it as sealed:
+   * if it fails, the file stays unsealed in the journal and the next start recovers it.
+   */
+  beforeSealed?(file: SealedFile): Promise<void> | void
 }
 
 export interface SealedFile {
@@ -528,10 +533,12 @@ export class PartitionWriter {
         await handle.close()
       }
     }
+    const sealed: SealedFile = { seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt }
+    if (file.created) await this.#options.beforeSealed?.(sealed)
     await this.#options.journal.sealed(file.seq)
     if (file.created) {
       this.stats.filesSealed++
-      this.#options.onSealed?.({ seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt })
+      this.#options.onSealed?.(sealed)
     }
   }
 

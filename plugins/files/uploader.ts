@@ -1,7 +1,7 @@
 import { mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { isPermanent, type Connection } from '../../core/connection.js'
+import { isPermanent, type Connection, type PutOptions } from '../../core/connection.js'
 import { fsyncDir } from '../../core/fs-sync.js'
 
 export interface SpoolFile {
@@ -25,6 +25,10 @@ export interface UploaderOptions {
   onRemoved(bytes: number): void
   /** Called after each upload attempt. */
   onAttempt?(seconds: number, outcome: 'ok' | 'failed' | 'quarantined', err?: unknown): void
+  /** Before each upload: digests the store should check the object against (see PutOptions.checksum). */
+  prepare?(file: SpoolFile): Promise<PutOptions['checksum']>
+  /** Once the store confirmed the object, before the spool file is deleted; a failure keeps the file for a retry. */
+  confirmed?(file: SpoolFile): Promise<void>
 }
 
 export interface UploaderStats {
@@ -154,9 +158,16 @@ export class Uploader {
       this.#removed(file)
       return
     }
+    let checksum: PutOptions['checksum']
+    try {
+      checksum = await this.#options.prepare?.(file) ?? {}
+    } catch (err) {
+      await handle.close()
+      throw err
+    }
     const body = handle.createReadStream()
     try {
-      await connection.put(file.key, body, { ...contentTypeOf(file.key), size: file.size, signal })
+      await connection.put(file.key, body, { ...contentTypeOf(file.key), size: file.size, signal, checksum })
     } catch (err) {
       body.destroy() // a failed upload may not have read the file to its end: release the descriptor
       if (signal.aborted) return // stopping: the file stays in the spool for the next start
@@ -172,6 +183,7 @@ export class Uploader {
       this.#retryLater(job)
       return
     }
+    await this.#options.confirmed?.(file)
     try {
       await unlink(file.path)
     } catch (err) {
