@@ -14,7 +14,7 @@ export const IntegritySchema = Type.Object({
     minLength: 1,
     description: 'Ed25519 private key (PEM): a file path, relative to the settings file folder, or the PEM itself, e.g. "${EVS_SIGNING_KEY}"'
   })),
-  headIntervalS: Type.Number({ default: 600, minimum: 1, description: 'seconds between two signed heads, written even without traffic' })
+  headIntervalS: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'seconds between two signed heads, written even without traffic' })
 }, { additionalProperties: false })
 
 export type IntegrityOptions = Static<typeof IntegritySchema>

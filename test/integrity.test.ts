@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest'
+import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import fc from 'fast-check'
+import pino from 'pino'
+import { checkSettings } from '../core/server.js'
+import { FilesystemConnection } from '../plugins/filesystem/index.js'
+import { parseDigest } from '../plugins/files/digest-record.js'
+import { BIN } from './child-server.js'
+import { describeIntegrity, keyPair, keysOf, readObject, verifyDocument } from './conformance/describe-integrity.js'
+import { captureLogs, listFiles, start, tempDir } from './helpers.js'
+
+describeIntegrity('filesystem', {
+  connection: (_prefix, dir) => ({ type: 'filesystem', root: join(dir, 'store') }),
+  reader: (_prefix, dir) => new FilesystemConnection({ root: join(dir, 'store') }, { name: 'reader', baseDir: dir })
+})
+
+function settings (dir: string, integrity: Record<string, unknown>, destination: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    server: { instanceId: 'test-1' },
+    connections: { local: { type: 'filesystem', root: './out' } },
+    destinations: [{ name: 'all', connection: 'local', path: 'events', integrity, ...destination }]
+  }
+}
+
+describe('integrity settings', () => {
+  it('check reports a signing key that is missing, not PEM, or not Ed25519, without echoing it', async () => {
+    const dir = await tempDir()
+    const { generateKeyPairSync } = await import('node:crypto')
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+    const cases: Array<[unknown, RegExp]> = [
+      ['no-such-key.pem', /cannot read the signing key file .*no-such-key\.pem: ENOENT/],
+      ['-----BEGIN PRIVATE KEY-----\nnot really\n-----END PRIVATE KEY-----\n', /expected an Ed25519 private key in PEM format/],
+      [rsa, /expected an Ed25519 private key, got a rsa key/]
+    ]
+    for (const [signingKey, message] of cases) {
+      const { problems } = await checkSettings(settings(dir, { enabled: true, signingKey }), dir)
+      expect(problems).toHaveLength(1)
+      expect(problems[0]?.path).toBe('/destinations/0/integrity/signingKey')
+      expect(problems[0]?.message).toMatch(message)
+      expect(problems[0]?.message).not.toContain('not really')
+    }
+    expect((await checkSettings(settings(dir, { enabled: true, signingKey: keyPair().privatePem }), dir)).problems).toEqual([])
+    expect((await checkSettings(settings(dir, { signingKey: 'x' }), dir)).problems).toEqual([{ path: '/destinations/0/integrity/enabled', message: 'expected required property' }])
+    expect((await checkSettings(settings(dir, { enabled: true }, { pathFormat: '%{topic}/.dss-integrity/%Y' }), dir)).problems)
+      .toEqual([{ path: '/destinations/0/pathFormat', message: 'expected no ".dss-integrity" folder: it holds the digest records' }])
+  })
+
+  it('`check` on the command line names the bad key; `verify` needs no private key, only the public one', async () => {
+    const dir = await tempDir()
+    await writeFile(join(dir, 'settings.json'), JSON.stringify(settings(dir, { enabled: true, signingKey: '${EVS_TEST_SIGNING_KEY}' }))) // eslint-disable-line no-template-curly-in-string
+    const run = async (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number, out: string }> =>
+      await promisify(execFile)(process.execPath, [BIN, ...args], { cwd: dir, env: { ...process.env, ...env } })
+        .then(({ stdout, stderr }) => ({ code: 0, out: stdout + stderr }), (err: { code: number, stdout: string, stderr: string }) => ({ code: err.code, out: err.stdout + err.stderr }))
+    const bad = await run(['check', '--config', join(dir, 'settings.json')], { EVS_TEST_SIGNING_KEY: 'not a key' })
+    expect(bad.code).toBe(1)
+    expect(bad.out).toContain('/destinations/0/integrity/signingKey: cannot read the signing key file')
+    const keys = keyPair()
+    expect((await run(['check', '--config', join(dir, 'settings.json')], { EVS_TEST_SIGNING_KEY: keys.privatePem })).code).toBe(0)
+
+    const app = await start({ document: settings(dir, { enabled: true, signingKey: keys.privatePem }), baseDir: dir })
+    expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { n: 1 } })).statusCode).toBe(200)
+    await app.close()
+    await writeFile(join(dir, 'public.pem'), keys.publicPem)
+    const verified = await run(['verify', '--config', join(dir, 'settings.json'), '--public-key', join(dir, 'public.pem')])
+    expect(verified.out).toContain('warning: environment variable EVS_TEST_SIGNING_KEY is not set')
+    expect(verified.out).toMatch(/destination all: OK\n {2}1 files, .*, 1 events verified, received .*; 3 records \(2 heads\) from 1 instance; signatures checked/)
+    expect(verified.code).toBe(0)
+    const unsigned = await run(['verify', '--config', join(dir, 'settings.json')])
+    expect(unsigned.code).toBe(1)
+    expect(unsigned.out).toMatch(/unchecked .*\n.*3 signed record\(s\) whose signatures were not checked: give the public key with --public-key/)
+  })
+})
+
+describe('integrity heads and records', () => {
+  it('writes a head every headIntervalS without traffic, logs each, and records what each file holds', async () => {
+    const dir = await tempDir()
+    const { stream, logs } = captureLogs()
+    const app = await start({ document: settings(dir, { enabled: true, headIntervalS: 0.2 }), baseDir: dir, loggerInstance: pino({ level: 'info' }, stream) })
+    await new Promise((resolve) => setTimeout(resolve, 700))
+    expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: [{ n: 1 }, { n: 2 }] })).statusCode).toBe(200)
+    await app.close()
+    const heads = logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'integrity head')
+    expect(heads.length).toBeGreaterThanOrEqual(4)
+    expect(heads[0].integrityHead).toMatchObject({ destination: 'all', instanceId: 'test-1', seq: 1, reason: 'start' })
+    expect(heads.slice(1, -1).every((h) => h.integrityHead.reason === 'interval')).toBe(true)
+    expect(heads[heads.length - 1].integrityHead).toMatchObject({ reason: 'stop', files: 1 })
+    const files = await listFiles(join(dir, 'out'))
+    const data = files.find((f) => f.endsWith('.jsonl')) as string
+    const digests = files.filter((f) => f.startsWith('events/.dss-integrity/all/test-1/'))
+    expect(digests).toHaveLength(heads.length + 1)
+    const records = await Promise.all(digests.map(async (f) => parseDigest(await readFile(join(dir, 'out', f))).record))
+    const file = records.find((r) => r.type === 'file')
+    const content = await readFile(join(dir, 'out', data))
+    const lines = content.toString().trimEnd().split('\n').map((l) => JSON.parse(l))
+    expect(file).toMatchObject({
+      key: data,
+      fileSeq: 1,
+      bytes: content.length,
+      lines: 2,
+      firstAt: new Date(Date.parse(lines[0].serverTimestamp)).toISOString(),
+      lastAt: new Date(Date.parse(lines[1].serverTimestamp)).toISOString()
+    })
+    expect(records.map((r) => r.seq)).toEqual(records.map((_r, i) => i + 1))
+    const report = await verifyDocument(settings(dir, { enabled: true }), dir)
+    expect(report.problems).toEqual([])
+    expect(report.summary).toMatchObject({ files: 1, events: 2, signed: false })
+  })
+
+  it('reports files still being written as open, not as failures; an unsigned chain still detects a changed record', async () => {
+    const dir = await tempDir()
+    const app = await start({ document: settings(dir, { enabled: true }), baseDir: dir })
+    expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { n: 1 } })).statusCode).toBe(200)
+    const running = await verifyDocument(settings(dir, { enabled: true }), dir)
+    expect(running.problems).toEqual([])
+    expect(running.open.map((o) => o.key)).toEqual([(await listFiles(join(dir, 'out'))).find((f) => f.endsWith('.jsonl'))])
+    await app.close()
+    const reader = new FilesystemConnection({ root: join(dir, 'out') }, { name: 'r', baseDir: dir })
+    const [first, second] = await keysOf(reader, 'events/.dss-integrity/')
+    const text = (await readObject(reader, first as string)).toString()
+    await reader.put(first as string, Buffer.from(text.replace('"reason":"start"', '"reason":"stop" ')))
+    expect((await verifyDocument(settings(dir, { enabled: true }), dir)).problems.map((p) => `${p.kind} ${p.key}`)).toEqual([`chain-broken ${second as string}`])
+  })
+})
+
+describe('integrity: property', () => {
+  it('any single-byte change anywhere in the data or the digest records is detected', async () => {
+    const dir = await tempDir()
+    const keys = keyPair()
+    const document = settings(dir, { enabled: true, signingKey: keys.privatePem }, { flushEveryBytes: 300, compression: 'none' })
+    const app = await start({ document, baseDir: dir })
+    for (let i = 0; i < 8; i++) expect((await app.inject({ method: 'POST', url: `/events/t/r${i % 2}`, payload: { i, text: 'é'.repeat(i) } })).statusCode).toBe(200)
+    await app.close()
+    const reader = new FilesystemConnection({ root: join(dir, 'out') }, { name: 'r', baseDir: dir })
+    const keysList = await keysOf(reader)
+    const contents = new Map<string, Buffer>()
+    for (const key of keysList) contents.set(key, await readObject(reader, key))
+    expect(keysList.some((k) => k.includes('.dss-integrity'))).toBe(true)
+    expect((await verifyDocument(document, dir, { publicKey: keys.publicPem })).problems).toEqual([])
+    await fc.assert(fc.asyncProperty(
+      fc.constantFrom(...keysList), fc.nat(), fc.integer({ min: 1, max: 255 }),
+      async (key, at, flip) => {
+        const original = contents.get(key) as Buffer
+        const changed = Buffer.from(original)
+        const offset = at % changed.length
+        changed[offset] = (changed[offset] as number) ^ flip
+        await writeFile(reader.localPath(key), changed)
+        try {
+          const report = await verifyDocument(document, dir, { publicKey: keys.publicPem })
+          expect(report.problems.length, `${key} byte ${offset}`).toBeGreaterThan(0)
+          expect(report.problems.some((p) => p.key === key || p.kind === 'chain-broken'), `${key} byte ${offset}`).toBe(true)
+        } finally {
+          await writeFile(reader.localPath(key), original)
+        }
+      }), { numRuns: 150 })
+  }, 120_000)
+})
