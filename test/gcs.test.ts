@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { classifyGcsError, GcsConnection, type GcsOptions } from '../plugins/gcs/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
+import { describeIntegrity } from './conformance/describe-integrity.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
 import { checkSettings } from '../core/server.js'
 import { tempDir } from './helpers.js'
@@ -51,4 +52,9 @@ describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
   refusing: { unsupported: 'the Cloud Storage emulator accepts uploads to any bucket and ignores credentials; see the classification test above' },
   stop: async () => await gcs.stop(),
   restart: async () => await gcs.restart()
+})
+
+describeIntegrity('gcs (Cloud Storage emulator)', {
+  connection: (prefix) => ({ type: 'gcs', ...options({ prefix }) }),
+  reader: (prefix) => new GcsConnection(options({ prefix }), { name: 'reader', baseDir: process.cwd() })
 })

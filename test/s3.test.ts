@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { S3Connection, type S3Options } from '../plugins/s3/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
+import { describeIntegrity } from './conformance/describe-integrity.js'
 import { startS3, S3_COMPAT, S3_CREDENTIALS, type S3Emulator } from './emulators/s3.js'
 import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
@@ -87,4 +88,9 @@ describeObjectStoreDestination('s3 (s3rver)', {
   refusing: (prefix) => ({ type: 's3', ...options({ prefix, bucket: 'no-such-bucket' }) }),
   stop: async () => await s3.stop(),
   restart: async () => await s3.restart()
+})
+
+describeIntegrity('s3 (s3rver)', {
+  connection: (prefix) => ({ type: 's3', ...options({ prefix }) }),
+  reader: (prefix) => new S3Connection(options({ prefix }), { name: 'reader' })
 })

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import pino from 'pino'
+import type { FastifyInstance } from 'fastify'
 import type { Connection } from '../../core/connection.js'
 import type { VerifyReport } from '../../core/destination.js'
 import { verifyTrail } from '../../core/verify-trail.js'
@@ -78,6 +79,12 @@ function load (url: string, connections: number): { stop(): Promise<number[]> } 
 
 const kinds = (report: VerifyReport): string[] => report.problems.map((p) => `${p.kind} ${p.key}`)
 
+/** Uploads everything sealed, then stops: `close` alone leaves queued uploads in the spool for the next start. */
+async function drainAndClose (app: FastifyInstance): Promise<void> {
+  for (const destination of app.eventServer.destinations.values()) await destination.flush()
+  await app.close()
+}
+
 /**
  * The integrity trail on one backend, through the real server: an untouched trail verifies, each
  * kind of tampering is named by key, and crashes, reloads and shared stores keep it whole.
@@ -115,7 +122,7 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       for (let i = 0; i < 24; i++) {
         expect((await app.inject({ method: 'POST', url: `/events/t/r${i % 3}`, payload: [{ i, pad: 'x'.repeat(100) }, { i, j: 1 }] })).statusCode).toBe(200)
       }
-      await app.close()
+      await drainAndClose(app)
       const heads = logs.lines.map((l) => JSON.parse(l) as { integrityHead?: { destination: string, instanceId: string, seq: number, hash: string } })
         .flatMap((l) => l.integrityHead !== undefined ? [l.integrityHead] : [])
       expect(heads.length).toBe(2) // the start and the clean stop
@@ -219,6 +226,17 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       await more.stop()
       second.process.kill('SIGTERM')
       expect(await second.exited).toBe(0)
+      // Uploads still queued at that shutdown stay in the spool: a third start ships them.
+      const third = await spawnServer(['--config', settings], dir)
+      const until = Date.now() + 30_000
+      for (;;) {
+        const stats = await fetch(`${third.url}/stats`).then(async (r) => await r.json() as { destinations: { all: { pendingBytes?: number } } })
+        if ((stats.destinations.all.pendingBytes ?? 0) === 0) break
+        if (Date.now() > until) throw new Error('the spool did not drain')
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      third.process.kill('SIGTERM')
+      expect(await third.exited).toBe(0)
       const report = await verifyDocument(document, dir, { publicKey: keys.publicPem })
       expect(report.problems).toEqual([])
       expect(report.open).toEqual([])
@@ -241,8 +259,8 @@ export function describeIntegrity (name: string, store: TrailStore): void {
           await app.eventServer.reload()
         }
       }
-      await app.close()
-      await other.close()
+      await drainAndClose(app)
+      await drainAndClose(other)
       const instances = new Set((await keysOf(reader, 'events/.dss-integrity/all/')).map((k) => k.split('/')[3]))
       expect([...instances].sort()).toEqual(['test-1', 'test-2'])
       const result = await promisify(execFile)(process.execPath, [BIN, 'verify', '--config', settings, '--public-key', join(dir, 'public.pem'), '--json'], { cwd: dir })
