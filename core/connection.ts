@@ -33,6 +33,11 @@ export interface PutOptions {
    * (base64) are digests of the whole body computed beforehand.
    */
   checksum?: { sha256?: string, md5?: string }
+  /**
+   * The object belongs to the audit trail: connections configured with retention (S3 Object Lock,
+   * Azure immutability policies) lock it. Probes and other scratch objects leave it out.
+   */
+  retain?: boolean
 }
 
 /**

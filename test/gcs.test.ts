@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { classifyGcsError, GcsConnection, type GcsOptions } from '../plugins/gcs/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { describeIntegrity } from './conformance/describe-integrity.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
+import { startProxy } from './emulators/proxy.js'
 import { checkSettings } from '../core/server.js'
 import { tempDir } from './helpers.js'
 
@@ -44,6 +46,30 @@ describe('gcs connection', () => {
     }, await tempDir())
     expect(problems).toEqual([{ path: '/connections/g/credentials', message: 'expected the JSON of a service account key' }])
   })
+})
+
+describe('gcs upload checksums', () => {
+  for (const uploadMode of ['simple', 'resumable'] as const) {
+    it(`${uploadMode} uploads: the MD5 given goes to the store with the object, and a corrupted upload is refused (CRC32C)`, async () => {
+      const proxy = await startProxy(gcs.endpoint)
+      const connection = new GcsConnection(options({ apiEndpoint: proxy.url, uploadMode }), { name: 'gcs', baseDir: process.cwd() })
+      try {
+        expect(connection.capabilities.checksums).toEqual(['md5'])
+        const body = Buffer.from('{"record":1}\n'.repeat(50))
+        const md5 = createHash('md5').update(body).digest('base64')
+        await connection.put('c/ok', Readable.from([body]), { size: body.length, checksum: { md5 } })
+        expect(proxy.requests.some((r) => r.body.toString('latin1').includes(`"md5Hash":"${md5}"`))).toBe(true)
+        expect(Buffer.concat(await (await connection.read('c/ok')).toArray() as Buffer[]).equals(body)).toBe(true)
+        proxy.corrupt = true
+        await expect(connection.put('c/bad', Readable.from([body]), { size: body.length, checksum: { md5 } })).rejects.toThrow(/did not match the data from the server/)
+        proxy.corrupt = false
+        await expect(connection.read('c/bad')).rejects.toMatchObject({ code: 'EVS_ERR_CONNECTION_NOT_FOUND' })
+      } finally {
+        await connection.close()
+        await proxy.close()
+      }
+    })
+  }
 })
 
 describeObjectStoreDestination('gcs (Cloud Storage emulator)', {

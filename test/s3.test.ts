@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { S3Connection, type S3Options } from '../plugins/s3/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
@@ -11,6 +12,8 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { BIN } from './child-server.js'
 import { tempDir } from './helpers.js'
+import { checkSettings } from '../core/server.js'
+import { startProxy } from './emulators/proxy.js'
 
 let s3: S3Emulator
 
@@ -79,6 +82,56 @@ describe('s3 connection', () => {
     expect(keys).toContain('some/prefix/k/1')
     await connection.close()
     await root.close()
+  })
+})
+
+describe('s3 upload checksums and Object Lock', () => {
+  const sha256 = (data: Buffer): Buffer => createHash('sha256').update(data).digest()
+
+  it('sends the SHA-256 S3 checks (of the whole object in one request, of each part in multipart) and Object Lock retention on trail objects only', async () => {
+    const proxy = await startProxy(s3.endpoint)
+    const connection = new S3Connection(options({ endpoint: proxy.url, objectLock: { mode: 'COMPLIANCE', days: 30 } }), { name: 's3' })
+    try {
+      const small = Buffer.from('{"a":1}\n'.repeat(100))
+      await connection.put('c/small.jsonl', Readable.from([small]), { size: small.length, checksum: { sha256: sha256(small).toString('hex') }, retain: true })
+      const big = randomBytes(6 * 1024 * 1024) // above partSizeBytes (5 MiB): multipart
+      await connection.put('c/big.bin', Readable.from([big]), { size: big.length, checksum: { sha256: sha256(big).toString('hex') }, retain: true })
+      const digest = Buffer.from('{"record":1}\n')
+      await connection.put('c/digest.json', digest, { checksum: {}, retain: true })
+      await connection.check() // a probe: neither checksum nor retention asked
+
+      const put = (fragment: string) => proxy.requests.filter((r) => r.method === 'PUT' && r.url.includes(fragment))
+      const single = put('c/small.jsonl')[0]
+      expect(single?.headers['x-amz-checksum-sha256']).toBe(sha256(small).toString('base64'))
+      expect(single?.headers['x-amz-object-lock-mode']).toBe('COMPLIANCE')
+      const until = Date.parse(single?.headers['x-amz-object-lock-retain-until-date'] as string)
+      expect(Math.abs(until - (Date.now() + 30 * 86_400_000))).toBeLessThan(120_000)
+      expect(put('c/digest.json')[0]?.headers['x-amz-checksum-sha256']).toBe(sha256(digest).toString('base64'))
+
+      const create = proxy.requests.find((r) => r.method === 'POST' && r.url.includes('c/big.bin') && r.url.includes('uploads'))
+      expect(create?.headers).toMatchObject({ 'x-amz-checksum-algorithm': 'SHA256', 'x-amz-object-lock-mode': 'COMPLIANCE' })
+      const parts = put('c/big.bin').filter((r) => r.url.includes('partNumber'))
+      expect(parts.length).toBe(2)
+      for (const part of parts) expect(part.headers['x-amz-checksum-sha256']).toBe(sha256(part.body).toString('base64'))
+
+      const probes = proxy.requests.filter((r) => r.method === 'PUT' && r.url.includes('.dss-event-server-probe-'))
+      expect(probes).toHaveLength(1)
+      expect(probes[0]?.headers['x-amz-object-lock-mode']).toBeUndefined()
+      expect(probes[0]?.headers['x-amz-checksum-sha256']).toBeUndefined()
+      const back = Buffer.concat(await (await connection.read('c/big.bin')).toArray() as Buffer[])
+      expect(back.equals(big)).toBe(true)
+    } finally {
+      await connection.close()
+      await proxy.close()
+    }
+  })
+
+  it('refuses objectLock without upload checksums in settings', async () => {
+    const { problems } = await checkSettings({
+      connections: { b: { type: 's3', bucket: 'evs', uploadChecksum: 'none', objectLock: { mode: 'GOVERNANCE', days: 1 } } },
+      destinations: [{ name: 'd', connection: 'b' }]
+    }, await tempDir())
+    expect(problems).toEqual([{ path: '/connections/b/uploadChecksum', message: 'expected "SHA256" with objectLock: S3 requires a checksum on uploads with a retention period' }])
   })
 })
 

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
@@ -8,6 +8,7 @@ import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
 import { assertSafeKey } from '../../core/path-encoding.js'
 import type { SettingsProblem } from '../../core/validation.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { uploadChecked } from './checked-upload.js'
 
 export const AzureBlobOptionsSchema = Type.Object({
   container: Type.String({ minLength: 3, maxLength: 63 }),
@@ -18,7 +19,11 @@ export const AzureBlobOptionsSchema = Type.Object({
   sasToken: Type.Optional(Type.String({ minLength: 1 })),
   endpoint: Type.Optional(Type.String({ minLength: 1, description: 'blob service URL; default https://<accountName>.blob.core.windows.net' })),
   blockSizeBytes: Type.Integer({ default: 4 * 1024 * 1024, minimum: 64 * 1024, maximum: 100 * 1024 * 1024 }),
-  uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 })
+  uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 }),
+  immutability: Type.Optional(Type.Object({
+    days: Type.Integer({ minimum: 1, description: 'each blob is immutable until this many days after its upload' }),
+    mode: Type.Union([Type.Literal('Unlocked'), Type.Literal('Locked')], { default: 'Unlocked' })
+  }, { additionalProperties: false, description: 'a version-level immutability policy on every data file and digest record (the container must have version-level immutability enabled)' }))
 }, { additionalProperties: false })
 
 export type AzureBlobOptions = Static<typeof AzureBlobOptionsSchema>
@@ -93,10 +98,24 @@ export class AzureBlobConnection implements Connection {
       },
       ...(options.signal !== undefined ? { abortSignal: options.signal } : {})
     }
+    const o = this.#options
+    const immutabilityPolicy = options.retain === true && o.immutability !== undefined
+      ? { expiriesOn: new Date(Date.now() + o.immutability.days * 86_400_000), policyMode: o.immutability.mode }
+      : undefined
     try {
-      if (Buffer.isBuffer(body)) await blob.upload(body, body.length, common)
+      if (options.checksum !== undefined) {
+        // Azure checks each block against its MD5 (Put Block): a corrupted upload is refused.
+        await uploadChecked(blob, Buffer.isBuffer(body) ? Readable.from([body]) : body, {
+          blockSizeBytes: o.blockSizeBytes,
+          concurrency: o.uploadConcurrency,
+          blobHTTPHeaders: common.blobHTTPHeaders,
+          ...(options.signal !== undefined ? { abortSignal: options.signal } : {}),
+          ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}),
+          ...(options.checksum.md5 !== undefined ? { md5: options.checksum.md5 } : {})
+        })
+      } else if (Buffer.isBuffer(body)) await blob.upload(body, body.length, { ...common, ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}) })
       // Staged blocks, committed at the end: an aborted upload leaves the previous blob as it was.
-      else await blob.uploadStream(body, this.#options.blockSizeBytes, this.#options.uploadConcurrency, common)
+      else await blob.uploadStream(body, o.blockSizeBytes, o.uploadConcurrency, { ...common, ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}) })
     } catch (err) {
       classify(err)
     }

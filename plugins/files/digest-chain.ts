@@ -217,7 +217,7 @@ export class DigestChain {
   async #store (outgoing: Outgoing): Promise<void> {
     const { connection, logger } = this.#options
     try {
-      await connection.put(outgoing.key, outgoing.bytes, { contentType: 'application/json', size: outgoing.bytes.length, checksum: {} })
+      await connection.put(outgoing.key, outgoing.bytes, { contentType: 'application/json', size: outgoing.bytes.length, checksum: {}, retain: true })
     } catch (err) {
       this.stats.storeRetries++
       this.stats.lastError = (err as Error).message

@@ -167,7 +167,7 @@ export class Uploader {
     }
     const body = handle.createReadStream()
     try {
-      await connection.put(file.key, body, { ...contentTypeOf(file.key), size: file.size, signal, checksum })
+      await connection.put(file.key, body, { ...contentTypeOf(file.key), size: file.size, signal, checksum, retain: true })
     } catch (err) {
       body.destroy() // a failed upload may not have read the file to its end: release the descriptor
       if (signal.aborted) return // stopping: the file stays in the spool for the next start

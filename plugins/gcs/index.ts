@@ -42,7 +42,7 @@ function classify (err: unknown): never {
 export class GcsConnection implements Connection {
   readonly type = 'gcs'
   readonly name: string
-  readonly capabilities = { append: false } as const
+  readonly capabilities = { append: false, checksums: ['md5'] } as const
   readonly #options: GcsOptions
   readonly #baseDir: string
   readonly #prefix: string
@@ -81,9 +81,13 @@ export class GcsConnection implements Connection {
     // One request either way (no chunked resumable sessions): the object appears whole or not at all.
     const stream = file.createWriteStream({
       resumable: this.#options.uploadMode === 'resumable',
+      // The SDK compares the CRC32C of what it sent with what the store computed, and deletes
+      // the object on a mismatch; an MD5 given beforehand is checked by the store itself.
+      validation: 'crc32c',
       metadata: {
         ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { contentEncoding: options.contentEncoding } : {})
+        ...(options.contentEncoding !== undefined ? { contentEncoding: options.contentEncoding } : {}),
+        ...(options.checksum?.md5 !== undefined ? { md5Hash: options.checksum.md5 } : {})
       }
     })
     try {

@@ -28,7 +28,12 @@ export const S3OptionsSchema = Type.Object({
   uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 }),
   storageClass: Type.Optional(Type.String({ minLength: 1 })),
   serverSideEncryption: Type.Optional(Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms'), Type.Literal('aws:kms:dsse')])),
-  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 }))
+  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 })),
+  uploadChecksum: Type.Union([Type.Literal('SHA256'), Type.Literal('none')], { default: 'SHA256', description: 'checksum S3 checks on each upload' }),
+  objectLock: Type.Optional(Type.Object({
+    mode: Type.Union([Type.Literal('GOVERNANCE'), Type.Literal('COMPLIANCE')]),
+    days: Type.Integer({ minimum: 1, description: 'each object is locked until this many days after its upload' })
+  }, { additionalProperties: false, description: 'S3 Object Lock retention for every data file and digest record (the bucket must have Object Lock enabled)' }))
 }, { additionalProperties: false })
 
 export type S3Options = Static<typeof S3OptionsSchema>
@@ -49,7 +54,7 @@ function classify (err: unknown): never {
 export class S3Connection implements Connection {
   readonly type = 's3'
   readonly name: string
-  readonly capabilities = { append: false } as const
+  readonly capabilities = { append: false, checksums: ['sha256'] } as const
   readonly #options: S3Options
   readonly #prefix: string
   #client: S3Client | undefined
@@ -87,6 +92,11 @@ export class S3Connection implements Connection {
 
   async put (key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
     const o = this.#options
+    const size = Buffer.isBuffer(body) ? body.length : options.size
+    const checksum = options.checksum !== undefined && o.uploadChecksum === 'SHA256'
+    // One request (smaller than a part): S3 checks the whole object against a SHA-256 given
+    // beforehand. Multipart: the SDK sends each part's SHA-256, which S3 checks part by part.
+    const whole = checksum && options.checksum?.sha256 !== undefined && size !== undefined && size < o.partSizeBytes
     const upload = new Upload({
       client: this.#s3,
       queueSize: o.uploadConcurrency,
@@ -100,7 +110,12 @@ export class S3Connection implements Connection {
         ...(options.contentEncoding !== undefined ? { ContentEncoding: options.contentEncoding } : {}),
         ...(o.storageClass !== undefined ? { StorageClass: o.storageClass as never } : {}),
         ...(o.serverSideEncryption !== undefined ? { ServerSideEncryption: o.serverSideEncryption } : {}),
-        ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {})
+        ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {}),
+        ...(checksum ? { ChecksumAlgorithm: 'SHA256' as const } : {}),
+        ...(whole ? { ChecksumSHA256: Buffer.from(options.checksum?.sha256 as string, 'hex').toString('base64') } : {}),
+        ...(options.retain === true && o.objectLock !== undefined
+          ? { ObjectLockMode: o.objectLock.mode, ObjectLockRetainUntilDate: new Date(Date.now() + o.objectLock.days * 86_400_000) }
+          : {})
       }
     })
     const onAbort = (): void => { void upload.abort() }
@@ -169,6 +184,10 @@ async function s3Connection (fastify: FastifyInstance): Promise<void> {
       ...checkPrefix(options.prefix),
       ...((options.accessKeyId === undefined) !== (options.secretAccessKey === undefined)
         ? [{ path: options.accessKeyId === undefined ? '/accessKeyId' : '/secretAccessKey', message: 'expected accessKeyId and secretAccessKey together (or neither, for the SDK default credential chain)' }]
+        : []),
+      // S3 refuses uploads with Object Lock parameters that carry no checksum.
+      ...(options.objectLock !== undefined && options.uploadChecksum === 'none'
+        ? [{ path: '/uploadChecksum', message: 'expected "SHA256" with objectLock: S3 requires a checksum on uploads with a retention period' }]
         : [])
     ],
     create: (options: S3Options, context) => new S3Connection(options, context)

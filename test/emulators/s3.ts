@@ -15,8 +15,9 @@ export interface S3Emulator {
 
 export const S3_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', region: 'us-east-1' }
 
-// s3rver answers streamed uploads correctly only without the SDK's default checksums.
-export const S3_COMPAT = { forcePathStyle: true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } as const
+// s3rver answers streamed uploads correctly only without the SDK's default checksums (aws-chunked
+// trailers); the SHA-256 headers of uploadChecksum go in plain headers, which it accepts (and ignores).
+export const S3_COMPAT = { forcePathStyle: true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED', uploadChecksum: 'SHA256' } as const
 
 /** s3rver (a real S3 protocol server) on loopback, with the given buckets. */
 export async function startS3 (buckets: string[]): Promise<S3Emulator> {
