@@ -43,4 +43,17 @@ describe('file digests', () => {
     }
     await expect(digester.digest({ path: join(dir, 'a.jsonl'), gzip: false, md5: false })).rejects.toThrow(/closed/)
   })
+
+  it('a pool hashes several files at once, each whole; without lines it only hashes', async () => {
+    const dir = await tempDir()
+    const bodies = Array.from({ length: 6 }, (_, i) => Buffer.alloc(3 * 1024 * 1024 + i, i + 1))
+    await Promise.all(bodies.map(async (body, i) => await writeFile(join(dir, `${i}`), body)))
+    const pool = new FileDigester({ workers: 3, lowPriority: false })
+    try {
+      const digests = await Promise.all(bodies.map(async (_b, i) => await pool.digest({ path: join(dir, `${i}`), gzip: true, md5: false, lines: false })))
+      expect(digests).toEqual(bodies.map((body) => ({ bytes: body.length, sha256: createHash('sha256').update(body).digest('hex'), lines: 0, firstAt: null, lastAt: null })))
+    } finally {
+      await pool.close()
+    }
+  })
 })

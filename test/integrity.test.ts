@@ -125,6 +125,37 @@ describe('integrity heads and records', () => {
   })
 })
 
+describe('integrity: time ranges', () => {
+  it('--from and --to check the records written in the range, their link to the record before, and the files they name', async () => {
+    const dir = await tempDir()
+    const document = settings(dir, { enabled: true }, { flushEveryBytes: 0 })
+    const run = async (from: number): Promise<void> => {
+      const app = await start({ document, baseDir: dir })
+      for (let i = from; i < from + 3; i++) expect((await app.inject({ method: 'POST', url: `/events/t/r${i}`, payload: { i } })).statusCode).toBe(200)
+      await app.close()
+    }
+    await run(0)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const between = Date.now()
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    await run(3)
+    const first = (await verifyDocument(document, dir, { to: between })).summary
+    const second = (await verifyDocument(document, dir, { from: between })).summary
+    expect([first.events, second.events, (await verifyDocument(document, dir)).summary.events]).toEqual([3, 3, 6])
+    const reader = new FilesystemConnection({ root: join(dir, 'out') }, { name: 'r', baseDir: dir })
+    const early = (await keysOf(reader, 'events/t/r0/'))[0] as string
+    await reader.put(early, Buffer.from('{"forged":true}\n'))
+    expect((await verifyDocument(document, dir, { from: between })).problems).toEqual([])
+    expect((await verifyDocument(document, dir, { to: between })).problems.map((p) => `${p.kind} ${p.key}`)).toEqual([`altered ${early}`])
+    // The first record of the range is checked against the one before it, outside the range.
+    const digests = await keysOf(reader, 'events/.dss-integrity/')
+    const records = await Promise.all(digests.map(async (k) => ({ k, r: parseDigest(await readObject(reader, k)).record })))
+    const lastBefore = records.filter(({ r }) => Date.parse(r.at) < between).pop()?.k as string
+    await reader.put(lastBefore, Buffer.from((await readObject(reader, lastBefore)).toString().replace('"stop"', '"interval"')))
+    expect((await verifyDocument(document, dir, { from: between })).problems.map((p) => p.kind)).toEqual(['chain-broken'])
+  })
+})
+
 describe('integrity: property', () => {
   it('any single-byte change anywhere in the data or the digest records is detected', async () => {
     const dir = await tempDir()

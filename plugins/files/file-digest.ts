@@ -17,6 +17,8 @@ export interface DigestRequest {
   /** `gzip`: lines and times are read from the decompressed stream; the hashes are of the stored bytes. */
   gzip: boolean
   md5: boolean
+  /** False: only the hashes and the size (lines 0, times null); `gzip` is then ignored. */
+  lines?: boolean
 }
 
 /**
@@ -27,7 +29,7 @@ export interface DigestRequest {
  */
 function workerMain (): void {
   /* eslint-disable @typescript-eslint/no-require-imports */
-  const { parentPort } = require('node:worker_threads') as typeof import('node:worker_threads')
+  const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads')
   const fs = require('node:fs') as typeof import('node:fs')
   const os = require('node:os') as typeof import('node:os')
   const crypto = require('node:crypto') as typeof import('node:crypto')
@@ -36,7 +38,7 @@ function workerMain (): void {
   try {
     // Linux: a thread's id names it for setpriority(); elsewhere this just fails.
     const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop())
-    if (Number.isInteger(tid)) os.setPriority(tid, 19)
+    if (Number.isInteger(tid) && (workerData as { lowPriority: boolean }).lowPriority) os.setPriority(tid, 19)
   } catch {}
   const CHUNK = 4 * 1024 * 1024
   const buffer = Buffer.allocUnsafe(CHUNK)
@@ -71,13 +73,14 @@ function workerMain (): void {
       result: () => ({ lines, firstAt: firstAt ?? null, lastAt })
     }
   }
-  const run = async (job: { path: string, gzip: boolean, md5: boolean }): Promise<unknown> => {
+  const run = async (job: { path: string, gzip: boolean, md5: boolean, lines?: boolean }): Promise<unknown> => {
+    const lines = job.lines !== false
     const handle = await fs.promises.open(job.path, 'r')
     try {
       const sha = crypto.createHash('sha256')
       const md5 = job.md5 ? crypto.createHash('md5') : undefined
       const scanner = lineScanner()
-      const inflate = job.gzip ? zlib.createGunzip() : undefined
+      const inflate = job.gzip && lines ? zlib.createGunzip() : undefined
       const inflated = inflate === undefined
         ? undefined
         : new Promise((resolve, reject) => {
@@ -94,6 +97,7 @@ function workerMain (): void {
         sha.update(data)
         md5?.update(data)
         bytes += bytesRead
+        if (!lines) continue
         if (inflate === undefined) scanner.push(data)
         else if (!inflate.write(Buffer.from(data))) await Promise.race([once(inflate, 'drain'), inflated])
       }
@@ -108,67 +112,101 @@ function workerMain (): void {
   }
   // One job at a time: they share the read buffer, and the disk is the limit anyway.
   let queue: Promise<unknown> = Promise.resolve()
-  parentPort?.on('message', (job: { id: number, path: string, gzip: boolean, md5: boolean }) => {
+  parentPort?.on('message', (job: { id: number, path: string, gzip: boolean, md5: boolean, lines?: boolean }) => {
     queue = queue.then(async () => await run(job)).then(
       (digest) => parentPort.postMessage({ id: job.id, digest }),
       (err: Error & { code?: string }) => parentPort.postMessage({ id: job.id, error: err.message, code: err.code }))
   })
 }
 
-interface Pending {
+interface Job {
+  id: number
+  request: DigestRequest
   resolve(digest: FileDigest): void
   reject(err: Error): void
 }
 
+interface Slot {
+  worker: Worker
+  job: Job | undefined
+}
+
+export interface FileDigesterOptions {
+  /** Files digested at once, each in its own thread (1 by default). */
+  workers?: number
+  /**
+   * Lowest CPU priority (the default): a server's digests are background work and should take
+   * the time nobody else wants rather than slow ingestion. `verify` runs at normal priority.
+   */
+  lowPriority?: boolean
+}
+
 /**
- * Digests files in a worker thread at low priority, one at a time (the disk and the hash are the
- * work; several at once would only compete). The worker is started on first use and stops with
- * `close`; it never keeps the process alive.
+ * Digests files in worker threads, one file per thread at a time (the disk and the hash are the
+ * work). Threads start on first use and stop with `close`; they never keep the process alive.
  */
 export class FileDigester {
-  #worker: Worker | undefined
-  readonly #pending = new Map<number, Pending>()
+  readonly #size: number
+  readonly #lowPriority: boolean
+  readonly #slots: Slot[] = []
+  readonly #queue: Job[] = []
   #nextId = 1
   #closed = false
 
+  constructor (options: FileDigesterOptions = {}) {
+    this.#size = Math.max(1, options.workers ?? 1)
+    this.#lowPriority = options.lowPriority ?? true
+  }
+
   async digest (request: DigestRequest): Promise<FileDigest> {
     if (this.#closed) throw new Error('the file digester is closed')
-    const worker = this.#start()
-    const id = this.#nextId++
     return await new Promise<FileDigest>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject })
-      worker.ref()
-      worker.postMessage({ id, ...request })
+      this.#queue.push({ id: this.#nextId++, request, resolve, reject })
+      this.#pump()
     })
   }
 
-  #start (): Worker {
-    if (this.#worker !== undefined) return this.#worker
-    const worker = new Worker(`(${workerMain.toString()})()`, { eval: true })
+  #pump (): void {
+    while (this.#queue.length > 0) {
+      let slot = this.#slots.find((s) => s.job === undefined)
+      if (slot === undefined && this.#slots.length < this.#size) slot = this.#start()
+      if (slot === undefined) return
+      const job = this.#queue.shift() as Job
+      slot.job = job
+      slot.worker.ref()
+      slot.worker.postMessage({ id: job.id, ...job.request })
+    }
+  }
+
+  #start (): Slot {
+    const worker = new Worker(`(${workerMain.toString()})()`, { eval: true, workerData: { lowPriority: this.#lowPriority } })
+    const slot: Slot = { worker, job: undefined }
     worker.unref()
     worker.on('message', (message: { id: number, digest?: FileDigest, error?: string, code?: string }) => {
-      const pending = this.#pending.get(message.id)
-      if (pending === undefined) return
-      this.#pending.delete(message.id)
-      if (this.#pending.size === 0) worker.unref()
-      if (message.digest !== undefined) pending.resolve(message.digest)
-      else pending.reject(Object.assign(new Error(message.error ?? 'digest failed'), message.code !== undefined ? { code: message.code } : {}))
+      const job = slot.job
+      if (job === undefined || job.id !== message.id) return
+      slot.job = undefined
+      worker.unref()
+      if (message.digest !== undefined) job.resolve(message.digest)
+      else job.reject(Object.assign(new Error(message.error ?? 'digest failed'), message.code !== undefined ? { code: message.code } : {}))
+      this.#pump()
     })
     const fail = (err: Error): void => {
-      if (this.#worker === worker) this.#worker = undefined
-      for (const pending of this.#pending.values()) pending.reject(err)
-      this.#pending.clear()
+      const index = this.#slots.indexOf(slot)
+      if (index !== -1) this.#slots.splice(index, 1)
+      slot.job?.reject(err)
+      slot.job = undefined
+      if (!this.#closed) this.#pump()
     }
     worker.on('error', fail)
     worker.on('exit', (code) => fail(new Error(`the digest worker exited with code ${code}`)))
-    this.#worker = worker
-    return worker
+    this.#slots.push(slot)
+    return slot
   }
 
   async close (): Promise<void> {
     this.#closed = true
-    const worker = this.#worker
-    this.#worker = undefined
-    if (worker !== undefined) await worker.terminate()
+    for (const job of this.#queue.splice(0)) job.reject(new Error('the file digester is closed'))
+    await Promise.all(this.#slots.splice(0).map(async (slot) => await slot.worker.terminate()))
   }
 }

@@ -1,5 +1,5 @@
 import { createHash, type KeyObject } from 'node:crypto'
-import { open } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
 import { basename } from 'node:path'
 import type { Connection } from '../../core/connection.js'
 import type { DestinationVerifyContext, VerifyProblem, VerifyReport, VerifyRequest } from '../../core/destination.js'
@@ -7,6 +7,7 @@ import {
   checkSignature, DIGEST_FOLDER, digestPrefix, keyIdOf, loadPublicKey, loadSigningKey, parseDataName, parseDigest, parseDigestKey,
   type FileRecord, type HeadRecord, type ParsedDigest
 } from './digest-record.js'
+import { FileDigester } from './file-digest.js'
 import { signingKeyText, type IntegrityOptions } from './integrity.js'
 
 /** The options `verify` needs; a subset of the files destination's. */
@@ -16,8 +17,8 @@ export interface VerifiableOptions {
   integrity?: IntegrityOptions | undefined
 }
 
-const READ_CHUNK = 4 * 1024 * 1024
 const PROBE_PREFIX = '.dss-event-server-probe-'
+const POOL_THRESHOLD_BYTES = 32 * 1024 * 1024
 /** Slack on top of two head intervals before a chain that stopped writing heads is called cut. */
 const TAIL_SLACK_MS = 60_000
 
@@ -27,32 +28,27 @@ async function readAll (connection: Connection, key: string): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
-/** SHA-256 and length of an object: large reads straight from the file on a local connection, a stream otherwise. */
-async function hashObject (connection: Connection, key: string, buffer: Buffer, onBytes: (n: number) => void): Promise<{ sha256: string, bytes: number }> {
+/**
+ * SHA-256 and length of an object: whole local files hashed in worker threads (one per core) when
+ * there is a pool, else streamed through the connection.
+ */
+async function hashObject (connection: Connection, key: string, digester: FileDigester | undefined, onBytes: (n: number) => void): Promise<{ sha256: string, bytes: number }> {
+  if (connection.localPath !== undefined && digester !== undefined) {
+    try {
+      const { sha256, bytes } = await digester.digest({ path: connection.localPath(key), gzip: false, md5: false, lines: false })
+      onBytes(bytes)
+      return { sha256, bytes }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`no object at ${key}`), { code: 'EVS_ERR_CONNECTION_NOT_FOUND' })
+      throw err
+    }
+  }
   const hash = createHash('sha256')
   let bytes = 0
-  if (connection.localPath !== undefined) {
-    const handle = await open(connection.localPath(key), 'r').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw Object.assign(new Error(`no object at ${key}`), { code: 'EVS_ERR_CONNECTION_NOT_FOUND' })
-      throw err
-    })
-    try {
-      for (;;) {
-        const { bytesRead } = await handle.read(buffer, 0, buffer.length, null)
-        if (bytesRead === 0) break
-        hash.update(buffer.subarray(0, bytesRead))
-        bytes += bytesRead
-        onBytes(bytesRead)
-      }
-    } finally {
-      await handle.close()
-    }
-  } else {
-    for await (const chunk of await connection.read(key)) {
-      hash.update(chunk as Buffer)
-      bytes += (chunk as Buffer).length
-      onBytes((chunk as Buffer).length)
-    }
+  for await (const chunk of await connection.read(key)) {
+    hash.update(chunk as Buffer)
+    bytes += (chunk as Buffer).length
+    onBytes((chunk as Buffer).length)
   }
   return { sha256: hash.digest('hex'), bytes }
 }
@@ -285,30 +281,38 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
   let lastAt: string | null = null
   let checkedBytes = 0
   let checked = 0
-  const local = connection.localPath !== undefined
-  const buffers = Array.from({ length: local ? 2 : 8 }, () => Buffer.allocUnsafe(local ? READ_CHUNK : 0))
-  await forEach([...recordedKeys.values()], buffers.length, async (record, slot) => {
-    const size = data.get(record.key)
-    if (size === undefined) problem('missing', record.key, `recorded (record ${record.seq} of instance ${record.instanceId}, ${record.bytes} bytes) but not in the store`)
-    else if (size !== record.bytes) problem('altered', record.key, `${size} bytes, recorded ${record.bytes}`)
-    else {
-      try {
-        const found = await hashObject(connection, record.key, buffers[slot] as Buffer, (n) => { checkedBytes += n })
-        if (found.sha256 !== record.sha256) problem('altered', record.key, `its SHA-256 is ${found.sha256.slice(0, 16)}…, recorded ${record.sha256.slice(0, 16)}…`)
-        else {
-          files++
-          bytes += record.bytes
-          events += record.lines
-          if (record.firstAt !== null && (firstAt === null || record.firstAt < firstAt)) firstAt = record.firstAt
-          if (record.lastAt !== null && (lastAt === null || record.lastAt > lastAt)) lastAt = record.lastAt
+  // Threads are worth starting only when there is much to hash.
+  let total = 0
+  for (const record of recordedKeys.values()) total += record.bytes
+  const local = connection.localPath !== undefined && total >= POOL_THRESHOLD_BYTES
+  const workers = Math.min(4, availableParallelism())
+  const digester = local ? new FileDigester({ workers, lowPriority: false }) : undefined
+  try {
+    await forEach([...recordedKeys.values()], local ? workers : 8, async (record) => {
+      const size = data.get(record.key)
+      if (size === undefined) problem('missing', record.key, `recorded (record ${record.seq} of instance ${record.instanceId}, ${record.bytes} bytes) but not in the store`)
+      else if (size !== record.bytes) problem('altered', record.key, `${size} bytes, recorded ${record.bytes}`)
+      else {
+        try {
+          const found = await hashObject(connection, record.key, digester, (n) => { checkedBytes += n })
+          if (found.sha256 !== record.sha256) problem('altered', record.key, `its SHA-256 is ${found.sha256.slice(0, 16)}…, recorded ${record.sha256.slice(0, 16)}…`)
+          else {
+            files++
+            bytes += record.bytes
+            events += record.lines
+            if (record.firstAt !== null && (firstAt === null || record.firstAt < firstAt)) firstAt = record.firstAt
+            if (record.lastAt !== null && (lastAt === null || record.lastAt > lastAt)) lastAt = record.lastAt
+          }
+        } catch (err) {
+          if ((err as { code?: string }).code === 'EVS_ERR_CONNECTION_NOT_FOUND') problem('missing', record.key, 'recorded but gone while being read')
+          else throw err
         }
-      } catch (err) {
-        if ((err as { code?: string }).code === 'EVS_ERR_CONNECTION_NOT_FOUND') problem('missing', record.key, 'recorded but gone while being read')
-        else throw err
       }
-    }
-    progress('checking data files', ++checked, recordedKeys.size, checkedBytes)
-  })
+      progress('checking data files', ++checked, recordedKeys.size, checkedBytes)
+    })
+  } finally {
+    await digester?.close()
+  }
 
   for (const [key] of data) {
     if (recordedKeys.has(key)) continue
