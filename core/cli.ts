@@ -21,8 +21,9 @@ Commands:
            connections, with no server running; exit code 0 only if everything checks:
            verify --config FILE [--destination NAME] [--from T] [--to T]
                   [--public-key FILE] [--heads FILE] [--json]
-           --from/--to: ISO-8601 times (records written then); --heads: the server's
-           log lines holding "integrity head" entries (e.g. exported from a SIEM)
+           --from/--to: ISO-8601 times (records written then); --public-key: PEM files,
+           repeat it for records signed with earlier keys; --heads: the server's log
+           lines holding "integrity head" entries (e.g. exported from a SIEM)
 
   send     Send synthetic DSS audit events to a server and report what it acknowledged:
            send --url URL [--key K] [--topic T] [--routing-key R] [--rate N]
@@ -123,7 +124,7 @@ function positive (name: string, text: string | undefined, fallback: number, all
   return value
 }
 
-async function sendCommand (values: Record<string, string | boolean | undefined>): Promise<number> {
+async function sendCommand (values: Record<string, string | boolean | string[] | undefined>): Promise<number> {
   const url = values.url as string | undefined
   if (url === undefined) throw new Error('send needs --url, e.g. --url http://localhost:11004')
   const durationS = values.duration === undefined ? undefined : parseDuration(values.duration as string)
@@ -211,13 +212,13 @@ function reportText (report: VerifyReport): string {
   return lines.join('\n') + '\n'
 }
 
-async function verifyCommand (values: Record<string, string | boolean | undefined>): Promise<number> {
+async function verifyCommand (values: Record<string, string | boolean | string[] | undefined>): Promise<number> {
   const config = values.config as string | undefined
   if (config === undefined) throw new Error('verify needs --config FILE: the settings of the server whose trail to check')
   const source = await readSettingsFile(config)
   const from = parseTime('from', values.from as string | undefined)
   const to = parseTime('to', values.to as string | undefined)
-  const publicKey = values['public-key'] === undefined ? undefined : readFileSync(values['public-key'] as string, 'utf8')
+  const publicKeys = ((values['public-key'] ?? []) as string[]).map((file) => readFileSync(file, 'utf8'))
   const heads = values.heads === undefined ? undefined : knownHeads(readFileSync(values.heads as string, 'utf8'))
   const json = values.json === true
   const tty = process.stderr.isTTY && !json
@@ -233,7 +234,7 @@ async function verifyCommand (values: Record<string, string | boolean | undefine
     ...(values.destination !== undefined ? { destination: values.destination as string } : {}),
     ...(from !== undefined ? { from } : {}),
     ...(to !== undefined ? { to } : {}),
-    ...(publicKey !== undefined ? { publicKey } : {}),
+    ...(publicKeys.length > 0 ? { publicKeys } : {}),
     ...(heads !== undefined ? { knownHeads: heads } : {}),
     now: Date.now(),
     ...(tty ? { onProgress: draw } : {})
@@ -279,7 +280,7 @@ export async function main (argv: string[]): Promise<number> {
         destination: { type: 'string' },
         from: { type: 'string' },
         to: { type: 'string' },
-        'public-key': { type: 'string' },
+        'public-key': { type: 'string', multiple: true },
         heads: { type: 'string' },
         json: { type: 'boolean' }
       }

@@ -91,8 +91,8 @@ export interface VerifyRequest {
   /** Only what was recorded from / until these instants (milliseconds since the epoch). */
   readonly from?: number
   readonly to?: number
-  /** PEM of the public key signatures must match. */
-  readonly publicKey?: string
+  /** PEM of the public keys a signature may be made with (several across a key rotation). */
+  readonly publicKeys?: readonly string[]
   /** Heads known from elsewhere (the server's logs kept by a SIEM): each must be in the trail, unchanged. */
   readonly knownHeads?: ReadonlyArray<{ destination: string, instanceId: string, seq: number, hash: string }>
   /** Milliseconds since the epoch. */

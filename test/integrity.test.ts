@@ -125,6 +125,23 @@ describe('integrity heads and records', () => {
   })
 })
 
+describe('integrity: key rotation', () => {
+  it('records signed with an earlier key verify with its public key given too; without it they are named', async () => {
+    const dir = await tempDir()
+    const [first, second] = [keyPair(), keyPair()]
+    for (const key of [first, second]) {
+      const app = await start({ document: settings(dir, { enabled: true, signingKey: key.privatePem }), baseDir: dir })
+      expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { n: 1 } })).statusCode).toBe(200)
+      await app.close()
+    }
+    const document = settings(dir, { enabled: true })
+    expect((await verifyDocument(document, dir, { publicKeys: [first.publicPem, second.publicPem] })).problems).toEqual([])
+    const onlyNew = await verifyDocument(document, dir, { publicKeys: [second.publicPem] })
+    expect(onlyNew.problems.map((p) => p.kind)).toEqual(['bad-signature', 'bad-signature', 'bad-signature'])
+    expect(onlyNew.problems[0]?.message).toMatch(/signed with another key/)
+  })
+})
+
 describe('integrity: time ranges', () => {
   it('--from and --to check the records written in the range, their link to the record before, and the files they name', async () => {
     const dir = await tempDir()
@@ -169,7 +186,7 @@ describe('integrity: property', () => {
     const contents = new Map<string, Buffer>()
     for (const key of keysList) contents.set(key, await readObject(reader, key))
     expect(keysList.some((k) => k.includes('.dss-integrity'))).toBe(true)
-    expect((await verifyDocument(document, dir, { publicKey: keys.publicPem })).problems).toEqual([])
+    expect((await verifyDocument(document, dir, { publicKeys: [keys.publicPem] })).problems).toEqual([])
     await fc.assert(fc.asyncProperty(
       fc.constantFrom(...keysList), fc.nat(), fc.integer({ min: 1, max: 255 }),
       async (key, at, flip) => {
@@ -179,7 +196,7 @@ describe('integrity: property', () => {
         changed[offset] = (changed[offset] as number) ^ flip
         await writeFile(reader.localPath(key), changed)
         try {
-          const report = await verifyDocument(document, dir, { publicKey: keys.publicPem })
+          const report = await verifyDocument(document, dir, { publicKeys: [keys.publicPem] })
           expect(report.problems.length, `${key} byte ${offset}`).toBeGreaterThan(0)
           expect(report.problems.some((p) => p.key === key || p.kind === 'chain-broken'), `${key} byte ${offset}`).toBe(true)
         } finally {

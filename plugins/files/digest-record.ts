@@ -236,11 +236,12 @@ export function parseDigest (bytes: Buffer): ParsedDigest {
   return { record, line, hash: sha256Hex(line), signature }
 }
 
-/** Checks a parsed digest's signature against a public key; returns the problem, or undefined if it holds. */
-export function checkSignature (digest: ParsedDigest, publicKey: KeyObject, keyId: string): string | undefined {
+/** Checks a parsed digest's signature against public keys by key id; returns the problem, or undefined if it holds. */
+export function checkSignature (digest: ParsedDigest, publicKeys: ReadonlyMap<string, KeyObject>): string | undefined {
   const { signature } = digest
   if (signature === undefined) return 'the record is not signed'
-  if (signature.keyId !== keyId) return `signed with another key (key id ${signature.keyId}, expected ${keyId})`
+  const publicKey = publicKeys.get(signature.keyId)
+  if (publicKey === undefined) return `signed with another key (key id ${signature.keyId}, expected ${[...publicKeys.keys()].join(' or ')})`
   const sig = Buffer.from(signature.sig, 'base64')
   // Base64 has spare bits: only the canonical spelling of the 64 signature bytes is accepted.
   if (sig.length !== 64 || sig.toString('base64') !== signature.sig) return 'the signature is malformed'

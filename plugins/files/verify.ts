@@ -86,17 +86,20 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
   const notes: string[] = []
   const problem = (kind: VerifyProblem['kind'], key: string, message: string): void => { problems.push({ kind, key, message }) }
 
-  // The key signatures must match: given, or derived from the settings' own signing key.
-  let publicKey: KeyObject | undefined
-  if (request.publicKey !== undefined) publicKey = loadPublicKey(request.publicKey)
-  else if (integrity.signingKey !== undefined) {
+  // The keys signatures must match, by key id: given, or derived from the settings' own signing key.
+  const publicKeys = new Map<string, KeyObject>()
+  for (const pem of request.publicKeys ?? []) {
+    const key = loadPublicKey(pem)
+    publicKeys.set(keyIdOf(key), key)
+  }
+  if (publicKeys.size === 0 && integrity.signingKey !== undefined) {
     try {
-      publicKey = loadSigningKey(signingKeyText(integrity.signingKey, context.baseDir)).publicKey
+      const key = loadSigningKey(signingKeyText(integrity.signingKey, context.baseDir)).publicKey
+      publicKeys.set(keyIdOf(key), key)
       notes.push('signatures checked with the public key of the settings\' signing key')
     } catch {}
   }
-  const keyId = publicKey === undefined ? undefined : keyIdOf(publicKey)
-  const expectSigned = integrity.signingKey !== undefined || publicKey !== undefined
+  const expectSigned = integrity.signingKey !== undefined || publicKeys.size > 0
   let unchecked = 0
 
   const base = options.path.split('/').filter((s) => s !== '').join('/')
@@ -191,8 +194,8 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
       }
       if (!selected.includes(entry)) continue
       records++
-      if (publicKey !== undefined && keyId !== undefined) {
-        const bad = checkSignature(digest, publicKey, keyId)
+      if (publicKeys.size > 0) {
+        const bad = checkSignature(digest, publicKeys)
         if (bad !== undefined) problem(digest.signature === undefined ? 'missing-signature' : 'bad-signature', entry.key, bad)
       } else if (digest.signature !== undefined) {
         unchecked++
@@ -365,7 +368,7 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
       events,
       from: firstAt,
       to: lastAt,
-      signed: publicKey !== undefined,
+      signed: publicKeys.size > 0,
       notes
     }
   }

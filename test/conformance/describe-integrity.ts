@@ -126,9 +126,9 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       const heads = logs.lines.map((l) => JSON.parse(l) as { integrityHead?: { destination: string, instanceId: string, seq: number, hash: string } })
         .flatMap((l) => l.integrityHead !== undefined ? [l.integrityHead] : [])
       expect(heads.length).toBe(2) // the start and the clean stop
-      const publicKey = keys.publicPem
+      const publicKeys = [keys.publicPem]
 
-      const clean = await verifyDocument(document, dir, { publicKey, knownHeads: heads })
+      const clean = await verifyDocument(document, dir, { publicKeys, knownHeads: heads })
       expect(clean.problems).toEqual([])
       expect(clean.open).toEqual([])
       expect(clean.summary).toMatchObject({ instances: 1, events: 48, signed: true })
@@ -144,7 +144,7 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       const restore = async (): Promise<void> => {
         for (const key of await keysOf(reader)) if (!original.has(key)) await reader.delete(key)
         for (const [key, body] of original) await reader.put(key, body)
-        expect((await verifyDocument(document, dir, { publicKey })).problems).toEqual([])
+        expect((await verifyDocument(document, dir, { publicKeys })).problems).toEqual([])
       }
       const [a, b, c, d] = data as [string, string, string, string]
 
@@ -152,38 +152,38 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       const changed = Buffer.from(original.get(a) as Buffer)
       changed[10] = (changed[10] as number) ^ 0x01
       await reader.put(a, changed)
-      expect(kinds(await verifyDocument(document, dir, { publicKey }))).toEqual([`altered ${a}`])
+      expect(kinds(await verifyDocument(document, dir, { publicKeys }))).toEqual([`altered ${a}`])
       await restore()
 
       // A file deleted.
       await reader.delete(b)
-      expect(kinds(await verifyDocument(document, dir, { publicKey }))).toEqual([`missing ${b}`])
+      expect(kinds(await verifyDocument(document, dir, { publicKeys }))).toEqual([`missing ${b}`])
       await restore()
 
       // Files added: one named like the server's, one not.
       const forged = a.replace(/_\d{10}\.jsonl$/, '_0000000999.jsonl')
       await reader.put(forged, Buffer.from('{"clientEvent":{},"origAddress":"1.2.3.4","serverTimestamp":"2026-01-01T00:00:00.000+0000"}\n'))
       await reader.put('events/t/notes.txt', Buffer.from('hello\n'))
-      expect(kinds(await verifyDocument(document, dir, { publicKey })).sort()).toEqual([`unexpected ${forged}`, 'unexpected events/t/notes.txt'].sort())
+      expect(kinds(await verifyDocument(document, dir, { publicKeys })).sort()).toEqual([`unexpected ${forged}`, 'unexpected events/t/notes.txt'].sort())
       await restore()
 
       // Two files' contents swapped.
       await reader.put(c, original.get(d) as Buffer)
       await reader.put(d, original.get(c) as Buffer)
-      expect(kinds(await verifyDocument(document, dir, { publicKey })).sort()).toEqual([`altered ${c}`, `altered ${d}`].sort())
+      expect(kinds(await verifyDocument(document, dir, { publicKeys })).sort()).toEqual([`altered ${c}`, `altered ${d}`].sort())
       await restore()
 
       // The newest data files removed.
       const newest = [...data].sort((x, y) => (x.match(/_(\d+)\.jsonl$/)?.[1] ?? '').localeCompare(y.match(/_(\d+)\.jsonl$/)?.[1] ?? '')).slice(-2)
       for (const key of newest) await reader.delete(key)
-      expect(kinds(await verifyDocument(document, dir, { publicKey })).sort()).toEqual(newest.map((k) => `missing ${k}`).sort())
+      expect(kinds(await verifyDocument(document, dir, { publicKeys })).sort()).toEqual(newest.map((k) => `missing ${k}`).sort())
       // ...and with them the newest records, as someone covering their tracks would: the logged
       // heads show the cut, and so does the missing clean stop once a head interval has passed.
       const lastDigests = digests.slice(-3)
       for (const key of lastDigests) await reader.delete(key)
-      const cut = await verifyDocument(document, dir, { publicKey, knownHeads: heads })
+      const cut = await verifyDocument(document, dir, { publicKeys, knownHeads: heads })
       expect(cut.problems.some((p) => p.kind === 'tail-cut' && p.message.includes('known from the logs'))).toBe(true)
-      const later = await verifyDocument(document, dir, { publicKey, now: Date.now() + 3 * 600_000 })
+      const later = await verifyDocument(document, dir, { publicKeys, now: Date.now() + 3 * 600_000 })
       expect(later.problems.some((p) => p.kind === 'tail-cut' && p.key === digests[digests.length - 4])).toBe(true)
       await restore()
 
@@ -193,14 +193,14 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       const edited = text.replace(/("at":"[^"]*)(\d)Z"/, (_m, head: string, digit: string) => `${head}${(Number(digit) + 1) % 10}Z"`)
       expect(edited).not.toBe(text)
       await reader.put(target, Buffer.from(edited))
-      expect(kinds(await verifyDocument(document, dir, { publicKey }))).toEqual([`chain-broken ${digests[4] as string}`, `bad-signature ${target}`])
+      expect(kinds(await verifyDocument(document, dir, { publicKeys }))).toEqual([`chain-broken ${digests[4] as string}`, `bad-signature ${target}`])
       await restore()
 
       // A record signed with another key.
       const other = loadSigningKey(keyPair().privatePem).signer
       const resigned = encodeDigest(parseDigest(original.get(digests[2] as string) as Buffer).record, other).bytes
       await reader.put(digests[2] as string, resigned)
-      const foreign = await verifyDocument(document, dir, { publicKey })
+      const foreign = await verifyDocument(document, dir, { publicKeys })
       expect(kinds(foreign)).toEqual([`bad-signature ${digests[2] as string}`])
       expect(foreign.problems[0]?.message).toMatch(/signed with another key/)
       // Without the public key, signatures cannot be vouched for: that fails too.
@@ -237,7 +237,7 @@ export function describeIntegrity (name: string, store: TrailStore): void {
       }
       third.process.kill('SIGTERM')
       expect(await third.exited).toBe(0)
-      const report = await verifyDocument(document, dir, { publicKey: keys.publicPem })
+      const report = await verifyDocument(document, dir, { publicKeys: [keys.publicPem] })
       expect(report.problems).toEqual([])
       expect(report.open).toEqual([])
       expect(report.summary.events).toBeGreaterThanOrEqual(acked.length)
