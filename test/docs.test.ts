@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import * as errors from '../core/errors.js'
 import { DestinationCommonSchema, SecuritySettingsSchema, ServerSettingsSchema, TlsSettingsSchema } from '../core/schemas/settings.js'
 import { FilesDestinationSchema } from '../plugins/files/index.js'
+import { IntegritySchema } from '../plugins/files/integrity.js'
 import { FilesystemOptionsSchema } from '../plugins/filesystem/index.js'
 import { S3OptionsSchema } from '../plugins/s3/index.js'
 import { AzureBlobOptionsSchema } from '../plugins/azure-blob/index.js'
@@ -21,7 +22,7 @@ describe('the docs stay true to the code', () => {
 
   it('docs/settings.md documents every settings field', async () => {
     const doc = await readFile(join(root, 'docs', 'settings.md'), 'utf8')
-    const fields = [ServerSettingsSchema, TlsSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, FilesystemOptionsSchema, S3OptionsSchema, AzureBlobOptionsSchema, GcsOptionsSchema]
+    const fields = [ServerSettingsSchema, TlsSettingsSchema, SecuritySettingsSchema, DestinationCommonSchema, FilesDestinationSchema, IntegritySchema, FilesystemOptionsSchema, S3OptionsSchema, AzureBlobOptionsSchema, GcsOptionsSchema]
       .flatMap((schema) => Object.keys(schema.properties))
     expect(fields.filter((field) => !doc.includes(`| \`${field}\` |`))).toEqual([])
   })
