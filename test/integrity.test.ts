@@ -125,6 +125,20 @@ describe('integrity heads and records', () => {
   })
 })
 
+describe('integrity: gzip files', () => {
+  it('records the compressed bytes\' hash and the events they hold', async () => {
+    const dir = await tempDir()
+    const document = settings(dir, { enabled: true }, { compression: 'gzip' })
+    const app = await start({ document, baseDir: dir })
+    for (let i = 0; i < 5; i++) expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: [{ i }, { i, j: 1 }] })).statusCode).toBe(200)
+    await app.close()
+    const report = await verifyDocument(document, dir)
+    expect(report.problems).toEqual([])
+    expect(report.summary).toMatchObject({ files: 1, events: 10 })
+    expect(report.summary.from).not.toBeNull()
+  })
+})
+
 describe('integrity: key rotation', () => {
   it('records signed with an earlier key verify with its public key given too; without it they are named', async () => {
     const dir = await tempDir()

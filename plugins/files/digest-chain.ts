@@ -31,8 +31,6 @@ export interface DigestChainOptions {
   now(): number
   retryInitialMs?: number
   retryMaxMs?: number
-  /** Digest objects stored at once. */
-  concurrency?: number
 }
 
 type LogLine =
@@ -68,9 +66,11 @@ export class DigestChain {
   readonly #recentSet = new Set<string>()
   /** Records not yet confirmed by the store, by sequence number. */
   readonly #unstored = new Map<number, Outgoing>()
+  /** Records to store, in order: the store shows a prefix of the chain, never a later record before an earlier one. */
   readonly #queue: Outgoing[] = []
-  readonly #running = new Set<Outgoing>()
-  readonly #timers = new Map<Outgoing, NodeJS.Timeout>()
+  #storing: Promise<void> | undefined
+  #retryTimer: NodeJS.Timeout | undefined
+  #wake: (() => void) | undefined
   #handle: FileHandle | undefined
   #lines = 0
   /** `stored` marks not yet written: they go out with the next record (losing them costs a repeated put). */
@@ -202,19 +202,33 @@ export class DigestChain {
   }
 
   #pump (): void {
-    const concurrency = this.#options.concurrency ?? 4
-    while (!this.#closed && this.#running.size < concurrency && this.#queue.length > 0) {
-      const outgoing = this.#queue.shift() as Outgoing
-      this.#running.add(outgoing)
-      void this.#store(outgoing).finally(() => {
-        this.#running.delete(outgoing)
-        this.#pump()
-        this.#notifyIdle()
+    if (this.#storing !== undefined || this.#closed || this.#queue.length === 0) return
+    this.#storing = this.#storeInOrder().finally(() => {
+      this.#storing = undefined
+      this.#notifyIdle()
+      this.#pump()
+    })
+  }
+
+  async #storeInOrder (): Promise<void> {
+    const { retryInitialMs = 1000, retryMaxMs = 300_000 } = this.#options
+    while (!this.#closed && this.#queue.length > 0) {
+      const outgoing = this.#queue[0] as Outgoing
+      if (await this.#store(outgoing)) {
+        this.#queue.shift()
+        continue
+      }
+      if (this.#closed) return
+      const ceiling = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(outgoing.attempt, 30))
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve
+        this.#retryTimer = setTimeout(resolve, ceiling / 2 + Math.random() * ceiling / 2).unref()
       })
+      outgoing.attempt++
     }
   }
 
-  async #store (outgoing: Outgoing): Promise<void> {
+  async #store (outgoing: Outgoing): Promise<boolean> {
     const { connection, logger } = this.#options
     try {
       await connection.put(outgoing.key, outgoing.bytes, { contentType: 'application/json', size: outgoing.bytes.length, checksum: {}, retain: true })
@@ -223,26 +237,16 @@ export class DigestChain {
       this.stats.lastError = (err as Error).message
       logger.warn({ key: outgoing.key, attempt: outgoing.attempt + 1, err: { message: (err as Error).message, code: (err as { code?: string }).code } },
         'storing a digest record failed; it is kept in the state folder and retried')
-      if (this.#closed) return
-      const { retryInitialMs = 1000, retryMaxMs = 300_000 } = this.#options
-      const ceiling = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(outgoing.attempt, 30))
-      const timer = setTimeout(() => {
-        this.#timers.delete(outgoing)
-        outgoing.attempt++
-        this.#queue.push(outgoing)
-        this.#pump()
-      }, ceiling / 2 + Math.random() * ceiling / 2)
-      timer.unref()
-      this.#timers.set(outgoing, timer)
-      return
+      return false
     }
     this.#unstored.delete(outgoing.seq)
     this.stats.stored++
     this.#storedMarks.push(JSON.stringify({ stored: outgoing.seq }) + '\n')
+    return true
   }
 
   #notifyIdle (): void {
-    if (this.#running.size > 0 || (this.#queue.length > 0 && !this.#closed) || (this.#unstored.size > 0 && !this.#closed)) return
+    if (this.#storing !== undefined || (this.#unstored.size > 0 && !this.#closed)) return
     const waiters = this.#idle
     this.#idle = []
     for (const resolve of waiters) resolve()
@@ -250,7 +254,7 @@ export class DigestChain {
 
   /** Resolves once every record is in the store, or after `timeoutMs`; what is left is stored at the next start. */
   async flush (timeoutMs: number): Promise<void> {
-    if (this.#unstored.size === 0 && this.#running.size === 0) return
+    if (this.#unstored.size === 0 && this.#storing === undefined) return
     let timer: NodeJS.Timeout | undefined
     await Promise.race([
       new Promise<void>((resolve) => this.#idle.push(resolve)),
@@ -265,12 +269,10 @@ export class DigestChain {
     await this.#appending
     await this.flush(graceMs)
     this.#closed = true
-    for (const timer of this.#timers.values()) clearTimeout(timer)
-    this.#timers.clear()
-    if (this.#running.size > 0) {
-      // Puts under way finish or fail on their own (connections have their own timeouts).
-      await new Promise<void>((resolve) => this.#idle.push(resolve))
-    }
+    clearTimeout(this.#retryTimer)
+    this.#wake?.()
+    // A put under way finishes or fails on its own (connections have their own timeouts).
+    await this.#storing
     await this.#rewrite()
     await this.#handle?.close()
     this.#handle = undefined
