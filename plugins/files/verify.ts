@@ -229,6 +229,9 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
     // The end of the chain: a clean stop, or recent heads (the server is running); else it was cut.
     const tail = last.digest?.record
     const beyondRange = request.to !== undefined && tail !== undefined && Date.parse(tail.at) > request.to
+    if (!beyondRange && tail?.type === 'head' && tail.reason === 'stop' && tail.openFrom !== null) {
+      notes.push(`instance ${instanceId} stopped (${tail.at}) with files from number ${tail.openFrom} not complete or not uploaded yet: its next start completes and records them`)
+    }
     if (!beyondRange && tail !== undefined && !(tail.type === 'head' && tail.reason === 'stop')) {
       const age = request.now - Date.parse(tail.at)
       const allowed = 2 * integrity.headIntervalS * 1000 + TAIL_SLACK_MS
