@@ -4,7 +4,7 @@
 // BENCH_FLUSH_BYTES (16 MiB: files complete, and are hashed, while the load runs).
 import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -85,6 +85,13 @@ async function setup (scenario, integrity) {
   return { dir, settings, server, url: await server.url, acknowledged: 0 }
 }
 
+// CPU seconds the server process used so far, all threads (its digest worker included): less
+// sensitive than events/s to what else the machine runs.
+async function cpuSeconds (pid) {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 
@@ -103,11 +110,14 @@ async function runScenario (scenario) {
   const warm = Math.max(10, Math.round(amount / 10))
   for (const side of [off, on]) side.acknowledged += (await load(side.url, scenario, warm)).ok * scenario.eventsPerRequest
   const rounds = { off: [], on: [] }
+  const cpu = { off: [], on: [] }
   const run = async (side, into) => {
+    const before = await cpuSeconds(side.server.child.pid)
     const result = await load(side.url, scenario, amount)
     if (result.bad > 0) throw new Error(`${result.bad} requests not acknowledged`)
     side.acknowledged += result.ok * scenario.eventsPerRequest
     into.push(result.eventsPerS)
+    cpu[side === on ? 'on' : 'off'].push((await cpuSeconds(side.server.child.pid) - before) / (result.ok * scenario.eventsPerRequest) * 1e6)
   }
   // Back-to-back pairs in alternating order, so that a shared machine's drift weighs on both alike.
   for (let r = 0; r < ROUNDS; r++) {
@@ -136,6 +146,7 @@ async function runScenario (scenario) {
     on: median(rounds.on),
     ratio: median(ratios),
     ratios,
+    cpu: { off: median(cpu.off), on: median(cpu.on), ratio: median(cpu.on.map((v, i) => v / cpu.off[i])) },
     stopS,
     verify: { seconds: verifyS, bytes: report.summary.bytes, files: report.summary.files, mbPerS: verifyS.map((t) => report.summary.bytes / 1024 / 1024 / t) },
     failures
@@ -148,10 +159,10 @@ for (const scenario of SCENARIOS.filter((s) => ONLY === undefined || ONLY.includ
   results.push(await runScenario(scenario))
 }
 console.log(`${cpus().length} cores (${cpus()[0]?.model ?? '?'}), Node.js ${process.version}, ${ROUNDS} rounds, flushEveryBytes ${FLUSH_BYTES}`)
-console.log('| scenario | integrity off events/s | on events/s | ratio on/off (median of rounds) | rounds | shutdown off / on s | verify, first / second run (warm page cache) |')
-console.log('| --- | --- | --- | --- | --- | --- | --- |')
+console.log('| scenario | integrity off events/s | on events/s | ratio on/off (median of rounds) | rounds | server CPU µs/event off / on (ratio) | shutdown off / on s | verify, first / second run (warm page cache) |')
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
 for (const r of results) {
-  console.log(`| (${r.scenario.id}) ${r.scenario.name} | ${fmt(r.off)} | ${fmt(r.on)} | ${fmt(r.ratio, 3)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.stopS.off, 2)} / ${fmt(r.stopS.on, 2)} | ${fmt(r.verify.bytes / 1024 / 1024)} MiB in ${r.verify.files} files: ${r.verify.mbPerS.map((v) => fmt(v)).join(' / ')} MiB/s |`)
+  console.log(`| (${r.scenario.id}) ${r.scenario.name} | ${fmt(r.off)} | ${fmt(r.on)} | ${fmt(r.ratio, 3)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.cpu.off, 1)} / ${fmt(r.cpu.on, 1)} (${fmt(r.cpu.ratio, 3)}) | ${fmt(r.stopS.off, 2)} / ${fmt(r.stopS.on, 2)} | ${fmt(r.verify.bytes / 1024 / 1024)} MiB in ${r.verify.files} files: ${r.verify.mbPerS.map((v) => fmt(v)).join(' / ')} MiB/s |`)
 }
 for (const r of results) {
   console.log(`${r.ratio >= 0.95 ? 'met   ' : 'MISSED'} (${r.scenario.id}) at most 5% fewer events/s with integrity on: ${fmt((1 - r.ratio) * 100, 1)}% fewer`)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import fc from 'fast-check'
@@ -122,6 +122,26 @@ describe('integrity heads and records', () => {
     const text = (await readObject(reader, first as string)).toString()
     await reader.put(first as string, Buffer.from(text.replace('"reason":"start"', '"reason":"stop" ')))
     expect((await verifyDocument(settings(dir, { enabled: true }), dir)).problems.map((p) => `${p.kind} ${p.key}`)).toEqual([`chain-broken ${second as string}`])
+  })
+})
+
+describe('integrity: a lost state folder', () => {
+  it('continues the chain after the last record in the store instead of overwriting it', async () => {
+    const dir = await tempDir()
+    const keys = keyPair()
+    const document = settings(dir, { enabled: true, signingKey: keys.privatePem })
+    const run = async (n: number): Promise<void> => {
+      const app = await start({ document, baseDir: dir })
+      expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { n } })).statusCode).toBe(200)
+      await app.close()
+    }
+    await run(1)
+    await rm(join(dir, 'data', 'state'), { recursive: true })
+    await run(2)
+    const report = await verifyDocument(document, dir, { publicKeys: [keys.publicPem] })
+    expect(report.problems).toEqual([])
+    expect(report.summary).toMatchObject({ files: 2, events: 2, records: 6 })
+    expect(report.summary.notes.some((n) => n.includes('lost its local state and continued its chain from the store at record 4'))).toBe(true)
   })
 })
 

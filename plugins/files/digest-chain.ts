@@ -4,7 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Connection } from '../../core/connection.js'
 import { fsyncDir } from '../../core/fs-sync.js'
 import {
-  DIGEST_FORMAT, digestKey, encodeDigest, parseDigest,
+  DIGEST_FORMAT, digestKey, encodeDigest, parseDigest, parseDigestKey,
   type DigestRecord, type FileRecord, type HeadRecord, type Signer
 } from './digest-record.js'
 
@@ -81,6 +81,8 @@ export class DigestChain {
   #idle: Array<() => void> = []
   /** Records found in the log but not stored when the chain was opened. */
   resent = 0
+  /** The local state was missing: the chain continues after the last record found in the store. */
+  resumedFromStore = false
   readonly stats = { records: 0, stored: 0, storeRetries: 0, lastError: null as string | null }
 
   private constructor (options: DigestChainOptions) {
@@ -92,6 +94,7 @@ export class DigestChain {
     const chain = new DigestChain(options)
     await mkdir(options.dir, { recursive: true })
     await chain.#load()
+    if (chain.#tip.seq === 0) await chain.#resumeFromStore()
     await chain.#rewrite()
     chain.resent = chain.#unstored.size
     for (const outgoing of [...chain.#unstored.values()].sort((a, b) => a.seq - b.seq)) chain.#queue.push(outgoing)
@@ -139,6 +142,33 @@ export class DigestChain {
         this.#unstored.set(record.seq, { seq: record.seq, key: digestKey(this.#options.prefix, record), bytes, attempt: 0 })
       }
     }
+  }
+
+  /**
+   * No local state, but maybe a chain in the store (the state folder was lost or replaced):
+   * continue after its last record rather than start again at 1 and overwrite it.
+   */
+  async #resumeFromStore (): Promise<void> {
+    const { connection, prefix, instanceId, logger } = this.#options
+    let last: { key: string, seq: number } | undefined
+    for await (const { key } of connection.list(`${prefix}${instanceId}/`)) {
+      const parsed = parseDigestKey(key.slice(prefix.length))
+      if (parsed !== undefined && (last === undefined || parsed.seq > last.seq)) last = { key, seq: parsed.seq }
+    }
+    if (last === undefined) return
+    const chunks: Buffer[] = []
+    for await (const chunk of await connection.read(last.key)) chunks.push(chunk as Buffer)
+    const { record, hash } = parseDigest(Buffer.concat(chunks))
+    this.#tip = {
+      seq: record.seq,
+      hash,
+      files: record.type === 'head' ? record.files : 0,
+      bytes: record.type === 'head' ? record.bytes : 0,
+      // Not a clean stop as far as this run knows: the next head says the chain was resumed.
+      last: { type: record.type, at: record.at }
+    }
+    this.resumedFromStore = true
+    logger.warn({ key: last.key, seq: record.seq }, 'no local integrity state: continuing the chain after its last record in the store')
   }
 
   #advance (record: DigestRecord, hash: string): void {

@@ -61,8 +61,11 @@ export interface HeadRecord extends RecordBase {
   openFrom: number | null
   /** On the first record of a chain: data files of this instance with a lower number predate the chain. */
   coveredFrom?: number
-  /** After a crash: what the start found and repaired. */
-  recovered?: { previousSeq: number, files: number, keys: string[], resentRecords: number }
+  /**
+   * After a crash: what the start found and repaired. `stateLost`: the local state was missing and
+   * the chain continues after the last record found in the store.
+   */
+  recovered?: { previousSeq: number, files: number, keys: string[], resentRecords: number, stateLost?: true }
 }
 
 export type DigestRecord = FileRecord | HeadRecord

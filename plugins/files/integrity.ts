@@ -198,7 +198,8 @@ export class Integrity {
         previousSeq: tip.seq,
         files: recovered.keys.length,
         keys: recovered.keys.slice(0, RECOVERED_KEYS_LISTED),
-        resentRecords: this.#chain.resent
+        resentRecords: this.#chain.resent,
+        ...(this.#chain.resumedFromStore ? { stateLost: true as const } : {})
       }
     }
     await this.#head(clean ? 'start' : 'recovered', fields)

@@ -223,7 +223,11 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
         headCount++
         heads.set(instanceId, record)
         if (record.coveredFrom !== undefined) coveredFrom.set(instanceId, record.coveredFrom)
-        if (record.recovered !== undefined) notes.push(`instance ${instanceId} resumed after a crash at record ${record.seq} (${record.at}): ${record.recovered.files} open file(s) repaired, ${record.recovered.resentRecords} record(s) stored again`)
+        if (record.recovered !== undefined) {
+          notes.push(record.recovered.stateLost === true
+            ? `instance ${instanceId} lost its local state and continued its chain from the store at record ${record.seq} (${record.at})`
+            : `instance ${instanceId} resumed after a crash at record ${record.seq} (${record.at}): ${record.recovered.files} open file(s) repaired, ${record.recovered.resentRecords} record(s) stored again`)
+        }
       }
     }
     // The end of the chain: a clean stop, or recent heads (the server is running); else it was cut.
