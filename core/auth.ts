@@ -29,9 +29,16 @@ export class KeyRing {
   }
 }
 
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/
+
+/** Stands for credentials that cannot be decoded: a key that matches no configured key (keys are never empty). */
+export const MALFORMED_KEY = ''
+
 /**
- * The key a request presents: `Authorization: Bearer <key>`, the password of `Authorization: Basic`,
- * or the value of the configured header. Undefined when none is sent.
+ * The key a request presents: the value of the configured header, `Authorization: Bearer <key>`,
+ * or Basic auth (`user:password`): the password, or the user name when the password is empty
+ * (DSS's own convention for API keys). Undefined when none is sent; MALFORMED_KEY when the Basic
+ * credentials are not valid base64, so they are refused rather than read loosely.
  */
 export function presentedKey (headers: IncomingHttpHeaders, keyHeader: string): string | undefined {
   const custom = headers[keyHeader]
@@ -44,10 +51,14 @@ export function presentedKey (headers: IncomingHttpHeaders, keyHeader: string): 
   const value = authorization.slice(space + 1).trim()
   if (scheme === 'bearer') return value === '' ? undefined : value
   if (scheme === 'basic') {
+    if (value === '' || !BASE64.test(value)) return MALFORMED_KEY
     const decoded = Buffer.from(value, 'base64').toString('utf8')
     const colon = decoded.indexOf(':')
-    const password = colon >= 0 ? decoded.slice(colon + 1) : decoded
-    return password === '' ? undefined : password
+    if (colon === -1) return MALFORMED_KEY
+    const user = decoded.slice(0, colon)
+    const password = decoded.slice(colon + 1)
+    if (password !== '') return password
+    return user === '' ? undefined : user
   }
   return undefined
 }

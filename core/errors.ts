@@ -27,15 +27,21 @@ export const EVS_ERR_BODY_NOT_OBJECT = createError<'EVS_ERR_BODY_NOT_OBJECT', 40
   'EVS_ERR_BODY_NOT_OBJECT', 'Every event must be a JSON object, but %s is %s; nothing of this request was written', 400)
 export const EVS_ERR_BODY_TOO_LARGE = createError<'EVS_ERR_BODY_TOO_LARGE', 413, [number]>(
   'EVS_ERR_BODY_TOO_LARGE', 'Request body is larger than the limit of %d bytes (server.bodyLimit, applied before and after gzip decoding)', 413)
-export const EVS_ERR_BODY_GZIP_INVALID = createError<'EVS_ERR_BODY_GZIP_INVALID', 400, [string]>(
-  'EVS_ERR_BODY_GZIP_INVALID', 'The body is declared gzip-encoded but cannot be decoded: %s', 400)
+export const EVS_ERR_BODY_GZIP_INVALID = createError<'EVS_ERR_BODY_GZIP_INVALID', 400, [string, string]>(
+  'EVS_ERR_BODY_GZIP_INVALID', 'The body is declared %s-encoded but cannot be decoded: %s', 400)
 export const EVS_ERR_BODY_ENCODING_UNSUPPORTED = createError<'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 415, [string]>(
-  'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 'Unsupported Content-Encoding "%s": send identity or gzip', 415)
+  'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 'Unsupported Content-Encoding "%s": send identity, gzip or deflate', 415)
 export const EVS_ERR_MEDIA_TYPE_UNSUPPORTED = createError<'EVS_ERR_MEDIA_TYPE_UNSUPPORTED', 415, [string]>(
   'EVS_ERR_MEDIA_TYPE_UNSUPPORTED',
   'Unsupported Content-Type "%s": send application/json, application/x-ndjson or text/plain', 415)
 export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>(
   'EVS_ERR_BODY_ABORTED', 'The client closed the connection before the body was complete', 400)
+export const EVS_ERR_BODY_TIMEOUT = createError<'EVS_ERR_BODY_TIMEOUT', 408, [number]>(
+  'EVS_ERR_BODY_TIMEOUT', 'No byte of the body arrived for %d s (server.bodyIdleTimeoutS); nothing of this request was written', 408)
+export const EVS_ERR_ROUTE_NOT_FOUND = createError<'EVS_ERR_ROUTE_NOT_FOUND', 404, [string]>(
+  'EVS_ERR_ROUTE_NOT_FOUND', 'No route %s: events go to POST /events (or a path below it)', 404)
+export const EVS_ERR_INTERNAL = createError<'EVS_ERR_INTERNAL', 500, []>(
+  'EVS_ERR_INTERNAL', 'Internal error; see the server log', 500)
 
 export const EVS_ERR_DESTINATION_UNAVAILABLE = createError<'EVS_ERR_DESTINATION_UNAVAILABLE', 503, [string, string]>(
   'EVS_ERR_DESTINATION_UNAVAILABLE', 'Destination "%s" could not store the events (%s); retry later', 503)

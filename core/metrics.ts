@@ -102,8 +102,10 @@ export class Metrics {
   readonly syncDuration: TallyHistogram
   readonly uploadDuration: Histogram<'destination' | 'outcome'>
   inFlightBytes = 0
+  /** The destinations in force, for the gauges read from their stats. */
+  destinations: () => Iterable<Destination> = () => []
 
-  constructor (now: () => number, destinations: () => Iterable<Destination>) {
+  constructor (now: () => number) {
     this.#now = now
     this.startedAt = now()
     const registers = [this.registry]
@@ -150,7 +152,7 @@ export class Metrics {
         registers,
         collect () {
           this.reset()
-          for (const d of destinations()) {
+          for (const d of metrics.destinations()) {
             const value = read(d)
             if (value !== undefined) this.set({ destination: d.name }, value)
           }

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { KeyRing, presentedKey } from './auth.js'
 import { EVS_ERR_ADMIN_AUTH, EVS_ERR_ADMIN_DISABLED, EVS_ERR_STATS_AUTH } from './errors.js'
+import type { MemoryBudget } from './memory-budget.js'
 import type { EventServer } from './server.js'
 import type { SecuritySettings } from './schemas/settings.js'
 
@@ -26,7 +27,7 @@ function byLabel (list: MetricValue[], label: string): Record<string, number> {
 }
 
 /** `/health`, `/ready`, `/stats`, `/metrics` and `/admin/reload`. */
-export async function opsRoutes (fastify: FastifyInstance, { server, now }: { server: EventServer, now: () => number }): Promise<void> {
+export async function opsRoutes (fastify: FastifyInstance, { server, now, budget }: { server: EventServer, now: () => number, budget: MemoryBudget }): Promise<void> {
   // Key rings per settings version: built once, not per request.
   const rings = new WeakMap<SecuritySettings, { stats: KeyRing, admin: KeyRing }>()
   const ringsOf = (security: SecuritySettings): { stats: KeyRing, admin: KeyRing } => {
@@ -53,6 +54,8 @@ export async function opsRoutes (fastify: FastifyInstance, { server, now }: { se
   fastify.get('/ready', async (_request, reply) => {
     const reasons: string[] = []
     if (server.closing) reasons.push('shutting down')
+    const memory = budget.pressure(server.settings.server.maxInFlightBytes)
+    if (memory !== undefined) reasons.push(memory)
     const destinations: Record<string, string> = {}
     for (const [name, destination] of server.destinations) {
       const state = destination.ready?.() ?? { ready: true }
@@ -113,7 +116,7 @@ export async function opsRoutes (fastify: FastifyInstance, { server, now }: { se
         rejected: sum(rejectedRequests),
         rejectedByReason: byLabel(rejectedRequests, 'reason')
       },
-      inFlightBytes: sum(await values(server, 'evs_in_flight_bytes')),
+      inFlightBytes: budget.held,
       destinations,
       lastError: server.metrics.lastError
     }

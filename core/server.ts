@@ -1,17 +1,18 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { SecureContextOptions } from 'node:tls'
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Connection } from './connection.js'
 import type { Destination } from './destination.js'
+import { installErrorHandling } from './error-handling.js'
 import { EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
 import { ingestRoutes } from './ingest.js'
+import { MemoryBudget } from './memory-budget.js'
 import { Metrics } from './metrics.js'
 import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
-import { RejectionLog } from './rejection-log.js'
-import type { Settings, TlsSettings } from './schemas/settings.js'
+import type { ServerSettings, Settings, TlsSettings } from './schemas/settings.js'
 import { defaultInstanceId, parseCoreSettings, readSettingsFile, type CoreSettingsResult, type SettingsSource } from './settings.js'
 import { registerTypes, resolveTypes } from './types.js'
 import { formatProblems, type SettingsProblem } from './validation.js'
@@ -89,6 +90,19 @@ async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, en
   return { settings: core.settings, baseDir: source.baseDir, warnings: core.warnings, connections: types.connections, destinations: types.destinations }
 }
 
+/** Node's own limits on how long a client may take; each ends the connection when it runs out. */
+function timeouts (server: ServerSettings): { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number, connectionsCheckingInterval: number } {
+  const headersTimeout = server.headersTimeoutS * 1000
+  const requestTimeout = server.requestTimeoutS * 1000
+  return {
+    headersTimeout,
+    requestTimeout,
+    keepAliveTimeout: server.keepAliveTimeoutS * 1000,
+    // Node checks the header and request deadlines on this period (30 s by default).
+    connectionsCheckingInterval: Math.max(100, Math.min(headersTimeout, requestTimeout, 30_000) / 4)
+  }
+}
+
 function tlsOptions (tls: TlsSettings, baseDir: string): SecureContextOptions & { requestCert: boolean, rejectUnauthorized: boolean } {
   const read = (file: string): Buffer => readFileSync(resolve(baseDir, file))
   return {
@@ -108,6 +122,9 @@ function restartOnlyChanges (before: Settings, after: Settings): string[] {
     ['server.instanceId', before.server.instanceId, after.server.instanceId],
     ['server.trustedProxies', before.server.trustedProxies, after.server.trustedProxies],
     ['server.logLevel', before.server.logLevel, after.server.logLevel],
+    ['server.requestTimeoutS', before.server.requestTimeoutS, after.server.requestTimeoutS],
+    ['server.headersTimeoutS', before.server.headersTimeoutS, after.server.headersTimeoutS],
+    ['server.keepAliveTimeoutS', before.server.keepAliveTimeoutS, after.server.keepAliveTimeoutS],
     ['server.tls (on or off)', before.server.tls === undefined, after.server.tls === undefined]
   ]
   return fields
@@ -119,17 +136,19 @@ interface RuntimeOptions {
   spec: PipelineSpec
   instanceId: string
   options: BuildServerOptions
+  metrics: Metrics
   now: () => number
 }
 
 const DRAIN_TIMEOUT_MS = 30_000
 
-async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId, options, now }: RuntimeOptions): Promise<void> {
+async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId, options, metrics, now }: RuntimeOptions): Promise<void> {
   let current: Pipeline | undefined
   let gate: Promise<void> | undefined
   let reloading: Promise<{ warnings: string[] }> | undefined
   let closing = false
-  const metrics = new Metrics(now, () => current?.destinations.values() ?? [])
+  metrics.destinations = () => current?.destinations.values() ?? []
+  const budget = new MemoryBudget(now, (held) => { metrics.inFlightBytes = held })
   const env = options.env ?? process.env
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
 
@@ -217,23 +236,8 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   })
 
   current = await Pipeline.open(spec, pipelineContext)
-  const rejections = new RejectionLog(fastify.log, now)
-  fastify.setErrorHandler(function (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-    const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
-    const code = error.code ?? 'EVS_ERR_INTERNAL'
-    if (request.url.startsWith('/events')) metrics.requestsRejected.add(code)
-    if (statusCode >= 500 && !code.startsWith('EVS_ERR_')) {
-      metrics.error(error, `${request.method} ${request.url.split('?')[0] ?? ''}`)
-      request.log.error({ err: error, code }, 'request failed')
-    } else {
-      rejections.log({ code, statusCode, method: request.method, url: request.url.split('?')[0], ip: request.ip, reqId: request.id }, error.message)
-    }
-    if (statusCode === 503) void reply.header('retry-after', '5')
-    const message = statusCode >= 500 && !code.startsWith('EVS_ERR_') && !code.startsWith('FST_') ? 'Internal error; see the server log' : error.message
-    void reply.code(statusCode).send({ statusCode, code, error: message })
-  })
-  await fastify.register(ingestRoutes, { runtime: { metrics, now, acquire, tryAcquire } })
-  await fastify.register(opsRoutes, { server, now })
+  await fastify.register(ingestRoutes, { runtime: { metrics, budget, now, acquire, tryAcquire } })
+  await fastify.register(opsRoutes, { server, now, budget })
 }
 
 const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: ['dss-event-server-types'] })
@@ -248,17 +252,24 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
   const core = parseCoreSettings(source.document, options.env ?? process.env)
   if (!core.ok) throw settingsError(core.problems)
   const server = core.settings.server
+  const limits = timeouts(server)
   const fastify = Fastify({
     ...(options.loggerInstance !== undefined
       ? { loggerInstance: options.loggerInstance }
       : { logger: options.logger ?? { level: server.logLevel, ...(options.pretty === true ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard', ignore: 'pid,hostname' } } } : {}) } }),
-    ...(server.tls !== undefined ? { https: tlsOptions(server.tls, source.baseDir) } : {}),
+    ...(server.tls !== undefined ? { https: { ...tlsOptions(server.tls, source.baseDir), ...limits } } : { http: limits }),
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
     trustProxy: server.trustedProxies.length > 0 ? server.trustedProxies : false,
     forceCloseConnections: 'idle',
     // One line per request at info would cost more than the request itself; rejections are logged.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true
   })
+  const now = options.now ?? Date.now
+  const metrics = new Metrics(now)
+  // First, so that routes added by plugins named in settings get the same handling.
+  installErrorHandling(fastify, metrics, now)
   try {
     const spec = await resolveSpec(fastify, source, options.env ?? process.env, core)
     for (const warning of spec.warnings) fastify.log.warn(warning)
@@ -266,7 +277,8 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
       spec,
       instanceId: server.instanceId ?? defaultInstanceId(server.port),
       options,
-      now: options.now ?? Date.now
+      metrics,
+      now
     })
     await fastify.ready()
   } catch (err) {

@@ -88,6 +88,16 @@ function crossCheck (settings: Settings): SettingsProblem[] {
   if (!checkTimeZone(server.timeZone)) {
     problems.push({ path: '/server/timeZone', message: `expected an IANA time zone such as "UTC" or "Europe/Paris", got ${JSON.stringify(server.timeZone)}` })
   }
+  // HTTP strips white space around header values, so such a key could never match. The message must
+  // not show the key: it is a secret.
+  for (const field of ['eventsAuthenticationKeys', 'statsAuthenticationKeys', 'adminAuthenticationKeys'] as const) {
+    security[field].forEach(({ key }, i) => {
+      if (key.trim() !== key) problems.push({ path: `/security/${field}/${i}/key`, message: 'expected a key without leading or trailing white space (the key is not shown)' })
+    })
+  }
+  if (server.headersTimeoutS > server.requestTimeoutS) {
+    problems.push({ path: '/server/headersTimeoutS', message: `expected at most requestTimeoutS (${server.requestTimeoutS}), got ${server.headersTimeoutS}` })
+  }
   server.trustedProxies.forEach((proxy, i) => {
     try {
       compileProxyTrust(proxy)

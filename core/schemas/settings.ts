@@ -29,6 +29,10 @@ export const ServerSettingsSchema = Type.Object({
   trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
   shutdownTimeoutS: Type.Number({ default: 30, minimum: 0 }),
   maxInFlightBytes: Type.Integer({ default: 256 * 1024 * 1024, minimum: 1024 }),
+  requestTimeoutS: Type.Number({ default: 300, exclusiveMinimum: 0 }),
+  bodyIdleTimeoutS: Type.Number({ default: 30, exclusiveMinimum: 0 }),
+  headersTimeoutS: Type.Number({ default: 30, exclusiveMinimum: 0 }),
+  keepAliveTimeoutS: Type.Number({ default: 72, exclusiveMinimum: 0 }),
   tls: Type.Optional(TlsSettingsSchema),
   logLevel: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
