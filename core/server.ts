@@ -10,6 +10,7 @@ import { ingestRoutes } from './ingest.js'
 import { Metrics } from './metrics.js'
 import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
+import { TYPE_REGISTRY_PLUGIN, type BuiltinType } from './registry.js'
 import { RejectionLog } from './rejection-log.js'
 import type { Settings, TlsSettings } from './schemas/settings.js'
 import { defaultInstanceId, parseCoreSettings, readSettingsFile, type CoreSettingsResult, type SettingsSource } from './settings.js'
@@ -56,6 +57,11 @@ export interface BuildServerOptions {
   loggerInstance?: FastifyServerOptions['loggerInstance']
   /** Milliseconds since the epoch; for tests. */
   now?: () => number
+  /**
+   * Types known without a `plugins` entry, loaded when settings use them. The core names none:
+   * the package entry and the command line pass the built-in table (plugins/builtin.ts).
+   */
+  builtinTypes?: readonly BuiltinType[]
 }
 
 function settingsError (problems: readonly SettingsProblem[]): Error {
@@ -80,11 +86,11 @@ async function readSource (options: BuildServerOptions): Promise<SettingsSource>
 }
 
 /** Validates a settings source down to every type's options, loading the plugins it names into `fastify`. */
-async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv, parsed?: CoreSettingsResult): Promise<PipelineSpec> {
+async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv, builtins: readonly BuiltinType[], parsed?: CoreSettingsResult): Promise<PipelineSpec> {
   const core = parsed ?? parseCoreSettings(source.document, env)
   if (!core.ok) throw settingsError(core.problems)
-  await registerTypes(fastify, core.settings, source.baseDir)
-  const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
+  await registerTypes(fastify, core.settings, source.baseDir, builtins)
+  const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log, builtins)
   if (!types.ok) throw settingsError(types.problems)
   return { settings: core.settings, baseDir: source.baseDir, warnings: core.warnings, connections: types.connections, destinations: types.destinations }
 }
@@ -169,7 +175,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     const scratch = Fastify({ loggerInstance: fastify.log })
     let next: PipelineSpec
     try {
-      next = await resolveSpec(scratch, await readSource(options), env)
+      next = await resolveSpec(scratch, await readSource(options), env, options.builtinTypes ?? [])
     } catch (err) {
       const e = err as Error & { code?: string }
       fastify.log.error({ code: e.code }, `reload rejected, the running settings are kept: ${e.message}`)
@@ -236,7 +242,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   await fastify.register(opsRoutes, { server, now })
 }
 
-const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: ['dss-event-server-types'] })
+const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: [TYPE_REGISTRY_PLUGIN] })
 
 /**
  * Builds the server from settings: validates everything first (throwing EVS_ERR_SETTINGS_INVALID
@@ -260,7 +266,7 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     return503OnClosing: true
   })
   try {
-    const spec = await resolveSpec(fastify, source, options.env ?? process.env, core)
+    const spec = await resolveSpec(fastify, source, options.env ?? process.env, options.builtinTypes ?? [], core)
     for (const warning of spec.warnings) fastify.log.warn(warning)
     await fastify.register(runtimePlugin, {
       spec,
@@ -315,13 +321,14 @@ async function probe (connection: Connection): Promise<ConnectionProbe> {
  * creating destinations. With `probeConnections`, also writes and deletes a probe object through
  * every connection and reports, per connection, whether that worked.
  */
-export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: { probeConnections?: boolean } = {}): Promise<CheckResult> {
+export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: { probeConnections?: boolean, builtinTypes?: readonly BuiltinType[] } = {}): Promise<CheckResult> {
   const core = parseCoreSettings(document, env)
   if (!core.ok) return { problems: core.problems, warnings: core.warnings }
   const fastify = Fastify({ logger: false })
   try {
-    await registerTypes(fastify, core.settings, baseDir)
-    const types = resolveTypes(fastify.eventServerTypes, core.settings, baseDir, fastify.log)
+    const builtins = options.builtinTypes ?? []
+    await registerTypes(fastify, core.settings, baseDir, builtins)
+    const types = resolveTypes(fastify.eventServerTypes, core.settings, baseDir, fastify.log, builtins)
     if (!types.ok) return { problems: types.problems, warnings: core.warnings }
     if (options.probeConnections !== true) return { problems: [], warnings: core.warnings }
     const probes = await Promise.all(types.connections.map(async ({ name, definition, options: connectionOptions }) =>

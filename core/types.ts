@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { ConnectionType } from './connection.js'
 import type { DestinationType } from './destination.js'
-import { builtinTypes, importBuiltin, importPlugin, typeRegistryPlugin, type TypeRegistry } from './registry.js'
+import { registerTypes as registerPluginTypes, type BuiltinType, type TypeRegistry } from './registry.js'
 import { DESTINATION_COMMON_KEYS, type DestinationCommonSettings, type Settings } from './schemas/settings.js'
 import { validate, type SettingsProblem } from './validation.js'
 
@@ -21,27 +21,15 @@ export type ResolvedTypes =
   | { ok: true, connections: ResolvedConnection[], destinations: ResolvedDestination[] }
   | { ok: false, problems: SettingsProblem[] }
 
-/**
- * Registers the plugins settings name, then the built-in plugins of every type settings use and no
- * plugin provided. Nothing else is imported: a backend's SDK loads only when a connection uses it.
- */
-export async function registerTypes (app: FastifyInstance, settings: Settings, baseDir: string): Promise<void> {
-  await app.register(typeRegistryPlugin)
-  for (const spec of settings.plugins) await app.register(await importPlugin(spec, baseDir))
-  const registry = app.eventServerTypes
-  const used = new Set([
-    ...Object.values(settings.connections).map((c) => c.type),
-    ...settings.destinations.map((d) => d.type)
-  ])
-  for (const type of used) {
-    if (registry.connectionTypes.has(type) || registry.destinationTypes.has(type)) continue
-    const plugin = await importBuiltin(type)
-    if (plugin !== undefined) await app.register(plugin)
-  }
+/** Loads the plugins settings name and the built-in plugins of the types settings use. */
+export async function registerTypes (app: FastifyInstance, settings: Settings, baseDir: string, builtins: readonly BuiltinType[]): Promise<void> {
+  const used = [...Object.values(settings.connections).map((c) => c.type), ...settings.destinations.map((d) => d.type)]
+  await registerPluginTypes(app, settings.plugins, used, baseDir, builtins)
 }
 
 function known (kind: string, names: Iterable<string>): string {
   const list = [...new Set(names)].sort().map((n) => JSON.stringify(n)).join(', ')
+  if (list === '') return `expected a ${kind} type added by a plugin listed in "plugins"`
   return `expected a ${kind} type: one of ${list}, or a type added by a plugin listed in "plugins"`
 }
 
@@ -52,17 +40,17 @@ function without (block: Record<string, unknown>, keys: readonly string[]): Reco
 }
 
 /** Validates each connection's and destination's own options against its type's schema. */
-export function resolveTypes (registry: TypeRegistry, settings: Settings, baseDir: string, logger: FastifyInstance['log']): ResolvedTypes {
+export function resolveTypes (registry: TypeRegistry, settings: Settings, baseDir: string, logger: FastifyInstance['log'], builtins: readonly BuiltinType[]): ResolvedTypes {
   const problems: SettingsProblem[] = []
   const connections: ResolvedConnection[] = []
   const destinations: ResolvedDestination[] = []
-  const builtinNames = Object.keys(builtinTypes)
+  const builtinNames = (kind: BuiltinType['kind']): string[] => builtins.filter((b) => b.kind === kind).map((b) => b.type)
 
   for (const [name, block] of Object.entries(settings.connections)) {
     const path = `/connections/${name}`
     const definition = registry.connectionTypes.get(block.type)
     if (definition === undefined) {
-      problems.push({ path: `${path}/type`, message: `${known('connection', [...builtinNames.filter((n) => n !== 'files'), ...registry.connectionTypes.keys()])}, got ${JSON.stringify(block.type)}` })
+      problems.push({ path: `${path}/type`, message: `${known('connection', [...builtinNames('connection'), ...registry.connectionTypes.keys()])}, got ${JSON.stringify(block.type)}` })
       continue
     }
     const result = validate(definition.schema, without(block, ['type']), path)
@@ -79,7 +67,7 @@ export function resolveTypes (registry: TypeRegistry, settings: Settings, baseDi
     const path = `/destinations/${i}`
     const definition = registry.destinationTypes.get(block.type)
     if (definition === undefined) {
-      problems.push({ path: `${path}/type`, message: `${known('destination', ['files', ...registry.destinationTypes.keys()])}, got ${JSON.stringify(block.type)}` })
+      problems.push({ path: `${path}/type`, message: `${known('destination', [...builtinNames('destination'), ...registry.destinationTypes.keys()])}, got ${JSON.stringify(block.type)}` })
       return
     }
     const result = validate(definition.schema, without(block, DESTINATION_COMMON_KEYS), path)
