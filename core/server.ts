@@ -10,11 +10,10 @@ import { ingestRoutes } from './ingest.js'
 import { Metrics } from './metrics.js'
 import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
-import { TYPE_REGISTRY_PLUGIN, type BuiltinType } from './registry.js'
+import { TYPE_REGISTRY_PLUGIN } from './registry.js'
 import { RejectionLog } from './rejection-log.js'
 import type { Settings, TlsSettings } from './schemas/settings.js'
-import { defaultInstanceId, parseCoreSettings, readSettingsFile, type CoreSettingsResult, type SettingsSource } from './settings.js'
-import { registerTypes, resolveTypes } from './types.js'
+import { defaultInstanceId, loadSettings, readCoreSettings, resolveSettings, type ResolvedSettings, type SettingsInput } from './settings.js'
 import { formatProblems, type SettingsProblem } from './validation.js'
 
 export interface EventServer {
@@ -40,16 +39,7 @@ declare module 'fastify' {
   }
 }
 
-export interface BuildServerOptions {
-  /** A JSON or YAML settings file: read now, and again on each reload. */
-  settingsFile?: string
-  /** The settings document (parsed JSON or YAML, before `${ENV}` interpolation) when there is no file. */
-  document?: unknown
-  /** Folder that relative paths resolve against, when there is no file; the working directory by default. */
-  baseDir?: string
-  /** `--host` / `--port`: applied over every reading of the settings. */
-  overrides?: { host?: string, port?: string | number }
-  env?: NodeJS.ProcessEnv
+export interface BuildServerOptions extends SettingsInput {
   /** Pino options or false. Defaults to JSON logs at `server.logLevel`. */
   logger?: FastifyServerOptions['logger']
   /** Human-readable logs (pino-pretty) instead of JSON lines. */
@@ -57,42 +47,17 @@ export interface BuildServerOptions {
   loggerInstance?: FastifyServerOptions['loggerInstance']
   /** Milliseconds since the epoch; for tests. */
   now?: () => number
-  /**
-   * Types known without a `plugins` entry, loaded when settings use them. The core names none:
-   * the package entry and the command line pass the built-in table (plugins/builtin.ts).
-   */
-  builtinTypes?: readonly BuiltinType[]
 }
 
 function settingsError (problems: readonly SettingsProblem[]): Error {
   return new EVS_ERR_SETTINGS_INVALID(formatProblems(problems))
 }
 
-function withOverrides (document: unknown, overrides: BuildServerOptions['overrides']): unknown {
-  if (overrides === undefined || (overrides.host === undefined && overrides.port === undefined)) return document
-  const doc = { ...(document as Record<string, unknown>) }
-  const server = { ...(typeof doc.server === 'object' && doc.server !== null ? doc.server as Record<string, unknown> : {}) }
-  if (overrides.host !== undefined) server.host = overrides.host
-  if (overrides.port !== undefined) server.port = overrides.port
-  doc.server = server
-  return doc
-}
-
-async function readSource (options: BuildServerOptions): Promise<SettingsSource> {
-  const source = options.settingsFile !== undefined
-    ? await readSettingsFile(options.settingsFile)
-    : { document: options.document ?? {}, baseDir: resolve(options.baseDir ?? process.cwd()), origin: 'settings given to buildServer' }
-  return { ...source, document: withOverrides(source.document, options.overrides) }
-}
-
-/** Validates a settings source down to every type's options, loading the plugins it names into `fastify`. */
-async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv, builtins: readonly BuiltinType[], parsed?: CoreSettingsResult): Promise<PipelineSpec> {
-  const core = parsed ?? parseCoreSettings(source.document, env)
-  if (!core.ok) throw settingsError(core.problems)
-  await registerTypes(fastify, core.settings, source.baseDir, builtins)
-  const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log, builtins)
-  if (!types.ok) throw settingsError(types.problems)
-  return { settings: core.settings, baseDir: source.baseDir, warnings: core.warnings, connections: types.connections, destinations: types.destinations }
+/** The settings path of core/settings.ts, down to every type's options, loading plugin types into `fastify`. */
+async function resolveSpec (fastify: FastifyInstance, options: BuildServerOptions): Promise<ResolvedSettings> {
+  const result = await loadSettings(fastify, options)
+  if (!result.ok) throw settingsError(result.problems)
+  return result.value
 }
 
 function tlsOptions (tls: TlsSettings, baseDir: string): SecureContextOptions & { requestCert: boolean, rejectUnauthorized: boolean } {
@@ -136,7 +101,6 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   let reloading: Promise<{ warnings: string[] }> | undefined
   let closing = false
   const metrics = new Metrics(now, () => current?.destinations.values() ?? [])
-  const env = options.env ?? process.env
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
 
   const tryAcquire = (): Pipeline | undefined => {
@@ -175,7 +139,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     const scratch = Fastify({ loggerInstance: fastify.log })
     let next: PipelineSpec
     try {
-      next = await resolveSpec(scratch, await readSource(options), env, options.builtinTypes ?? [])
+      next = await resolveSpec(scratch, options)
     } catch (err) {
       const e = err as Error & { code?: string }
       fastify.log.error({ code: e.code }, `reload rejected, the running settings are kept: ${e.message}`)
@@ -250,10 +214,10 @@ const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-
  * Call `listen()` on the result.
  */
 export async function buildServer (options: BuildServerOptions = {}): Promise<FastifyInstance> {
-  const source = await readSource(options)
-  const core = parseCoreSettings(source.document, options.env ?? process.env)
+  const core = await readCoreSettings(options)
   if (!core.ok) throw settingsError(core.problems)
-  const server = core.settings.server
+  const source = core.value
+  const server = source.settings.server
   const fastify = Fastify({
     ...(options.loggerInstance !== undefined
       ? { loggerInstance: options.loggerInstance }
@@ -266,7 +230,9 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     return503OnClosing: true
   })
   try {
-    const spec = await resolveSpec(fastify, source, options.env ?? process.env, options.builtinTypes ?? [], core)
+    const resolved = await resolveSettings(fastify, source, options.builtinTypes)
+    if (!resolved.ok) throw settingsError(resolved.problems)
+    const spec = resolved.value
     for (const warning of spec.warnings) fastify.log.warn(warning)
     await fastify.register(runtimePlugin, {
       spec,
@@ -280,61 +246,4 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     throw err
   }
   return fastify
-}
-
-export interface ConnectionProbe {
-  name: string
-  type: string
-  ok: boolean
-  /** The store's own message when the probe failed. */
-  error?: string
-}
-
-export interface CheckResult {
-  problems: SettingsProblem[]
-  warnings: string[]
-  /** With `probeConnections`: one entry per connection, when settings are valid. */
-  probes?: ConnectionProbe[]
-}
-
-const PROBE_TIMEOUT_MS = 30_000
-
-async function probe (connection: Connection): Promise<ConnectionProbe> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    await Promise.race([
-      connection.check(),
-      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS / 1000} s`)), PROBE_TIMEOUT_MS) })
-    ])
-    return { name: connection.name, type: connection.type, ok: true }
-  } catch (err) {
-    const e = err as Error & { code?: unknown }
-    return { name: connection.name, type: connection.type, ok: false, error: `${typeof e.code === 'string' ? `${e.code}: ` : ''}${e.message}` }
-  } finally {
-    clearTimeout(timer)
-    await connection.close().catch(() => {})
-  }
-}
-
-/**
- * Validates a settings document as `buildServer` would, loading the plugins it names, without
- * creating destinations. With `probeConnections`, also writes and deletes a probe object through
- * every connection and reports, per connection, whether that worked.
- */
-export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: { probeConnections?: boolean, builtinTypes?: readonly BuiltinType[] } = {}): Promise<CheckResult> {
-  const core = parseCoreSettings(document, env)
-  if (!core.ok) return { problems: core.problems, warnings: core.warnings }
-  const fastify = Fastify({ logger: false })
-  try {
-    const builtins = options.builtinTypes ?? []
-    await registerTypes(fastify, core.settings, baseDir, builtins)
-    const types = resolveTypes(fastify.eventServerTypes, core.settings, baseDir, fastify.log, builtins)
-    if (!types.ok) return { problems: types.problems, warnings: core.warnings }
-    if (options.probeConnections !== true) return { problems: [], warnings: core.warnings }
-    const probes = await Promise.all(types.connections.map(async ({ name, definition, options: connectionOptions }) =>
-      await probe(definition.create(connectionOptions, { name, baseDir, logger: fastify.log }))))
-    return { problems: [], warnings: core.warnings, probes }
-  } finally {
-    await fastify.close()
-  }
 }
