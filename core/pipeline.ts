@@ -8,15 +8,10 @@ import type { Metrics } from './metrics.js'
 import { Router } from './router.js'
 import type { Settings } from './schemas/settings.js'
 import { ZonedTime } from './time.js'
-import type { ResolvedConnection, ResolvedDestination } from './types.js'
+import type { ResolvedDestination, ResolvedSettings } from './settings.js'
 
-export interface PipelineSpec {
-  settings: Settings
-  baseDir: string
-  warnings: string[]
-  connections: ResolvedConnection[]
-  destinations: ResolvedDestination[]
-}
+/** What a pipeline is built from: settings resolved down to every type's options (core/settings.ts). */
+export type PipelineSpec = ResolvedSettings
 
 export interface PipelineContext {
   instanceId: string

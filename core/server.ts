@@ -12,9 +12,9 @@ import { MemoryBudget } from './memory-budget.js'
 import { Metrics } from './metrics.js'
 import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
+import { TYPE_REGISTRY_PLUGIN } from './registry.js'
 import type { ServerSettings, Settings, TlsSettings } from './schemas/settings.js'
-import { defaultInstanceId, parseCoreSettings, readSettingsFile, type CoreSettingsResult, type SettingsSource } from './settings.js'
-import { registerTypes, resolveTypes } from './types.js'
+import { defaultInstanceId, loadSettings, readCoreSettings, resolveSettings, type ResolvedSettings, type SettingsInput } from './settings.js'
 import { formatProblems, type SettingsProblem } from './validation.js'
 
 export interface EventServer {
@@ -40,16 +40,7 @@ declare module 'fastify' {
   }
 }
 
-export interface BuildServerOptions {
-  /** A JSON or YAML settings file: read now, and again on each reload. */
-  settingsFile?: string
-  /** The settings document (parsed JSON or YAML, before `${ENV}` interpolation) when there is no file. */
-  document?: unknown
-  /** Folder that relative paths resolve against, when there is no file; the working directory by default. */
-  baseDir?: string
-  /** `--host` / `--port`: applied over every reading of the settings. */
-  overrides?: { host?: string, port?: string | number }
-  env?: NodeJS.ProcessEnv
+export interface BuildServerOptions extends SettingsInput {
   /** Pino options or false. Defaults to JSON logs at `server.logLevel`. */
   logger?: FastifyServerOptions['logger']
   /** Human-readable logs (pino-pretty) instead of JSON lines. */
@@ -63,31 +54,11 @@ function settingsError (problems: readonly SettingsProblem[]): Error {
   return new EVS_ERR_SETTINGS_INVALID(formatProblems(problems))
 }
 
-function withOverrides (document: unknown, overrides: BuildServerOptions['overrides']): unknown {
-  if (overrides === undefined || (overrides.host === undefined && overrides.port === undefined)) return document
-  const doc = { ...(document as Record<string, unknown>) }
-  const server = { ...(typeof doc.server === 'object' && doc.server !== null ? doc.server as Record<string, unknown> : {}) }
-  if (overrides.host !== undefined) server.host = overrides.host
-  if (overrides.port !== undefined) server.port = overrides.port
-  doc.server = server
-  return doc
-}
-
-async function readSource (options: BuildServerOptions): Promise<SettingsSource> {
-  const source = options.settingsFile !== undefined
-    ? await readSettingsFile(options.settingsFile)
-    : { document: options.document ?? {}, baseDir: resolve(options.baseDir ?? process.cwd()), origin: 'settings given to buildServer' }
-  return { ...source, document: withOverrides(source.document, options.overrides) }
-}
-
-/** Validates a settings source down to every type's options, loading the plugins it names into `fastify`. */
-async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv, parsed?: CoreSettingsResult): Promise<PipelineSpec> {
-  const core = parsed ?? parseCoreSettings(source.document, env)
-  if (!core.ok) throw settingsError(core.problems)
-  await registerTypes(fastify, core.settings, source.baseDir)
-  const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
-  if (!types.ok) throw settingsError(types.problems)
-  return { settings: core.settings, baseDir: source.baseDir, warnings: core.warnings, connections: types.connections, destinations: types.destinations }
+/** The settings path of core/settings.ts, down to every type's options, loading plugin types into `fastify`. */
+async function resolveSpec (fastify: FastifyInstance, options: BuildServerOptions): Promise<ResolvedSettings> {
+  const result = await loadSettings(fastify, options)
+  if (!result.ok) throw settingsError(result.problems)
+  return result.value
 }
 
 /** Node's own limits on how long a client may take; each ends the connection when it runs out. */
@@ -149,7 +120,6 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   let closing = false
   metrics.destinations = () => current?.destinations.values() ?? []
   const budget = new MemoryBudget(now, (held) => { metrics.inFlightBytes = held })
-  const env = options.env ?? process.env
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
 
   const tryAcquire = (): Pipeline | undefined => {
@@ -188,7 +158,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     const scratch = Fastify({ loggerInstance: fastify.log })
     let next: PipelineSpec
     try {
-      next = await resolveSpec(scratch, await readSource(options), env)
+      next = await resolveSpec(scratch, options)
     } catch (err) {
       const e = err as Error & { code?: string }
       fastify.log.error({ code: e.code }, `reload rejected, the running settings are kept: ${e.message}`)
@@ -240,7 +210,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   await fastify.register(opsRoutes, { server, now, budget })
 }
 
-const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: ['dss-event-server-types'] })
+const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: [TYPE_REGISTRY_PLUGIN] })
 
 /**
  * Builds the server from settings: validates everything first (throwing EVS_ERR_SETTINGS_INVALID
@@ -248,10 +218,10 @@ const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-
  * Call `listen()` on the result.
  */
 export async function buildServer (options: BuildServerOptions = {}): Promise<FastifyInstance> {
-  const source = await readSource(options)
-  const core = parseCoreSettings(source.document, options.env ?? process.env)
+  const core = await readCoreSettings(options)
   if (!core.ok) throw settingsError(core.problems)
-  const server = core.settings.server
+  const source = core.value
+  const server = source.settings.server
   const limits = timeouts(server)
   const fastify = Fastify({
     ...(options.loggerInstance !== undefined
@@ -271,7 +241,9 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
   // First, so that routes added by plugins named in settings get the same handling.
   installErrorHandling(fastify, metrics, now)
   try {
-    const spec = await resolveSpec(fastify, source, options.env ?? process.env, core)
+    const resolved = await resolveSettings(fastify, source, options.builtinTypes)
+    if (!resolved.ok) throw settingsError(resolved.problems)
+    const spec = resolved.value
     for (const warning of spec.warnings) fastify.log.warn(warning)
     await fastify.register(runtimePlugin, {
       spec,
@@ -286,60 +258,4 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     throw err
   }
   return fastify
-}
-
-export interface ConnectionProbe {
-  name: string
-  type: string
-  ok: boolean
-  /** The store's own message when the probe failed. */
-  error?: string
-}
-
-export interface CheckResult {
-  problems: SettingsProblem[]
-  warnings: string[]
-  /** With `probeConnections`: one entry per connection, when settings are valid. */
-  probes?: ConnectionProbe[]
-}
-
-const PROBE_TIMEOUT_MS = 30_000
-
-async function probe (connection: Connection): Promise<ConnectionProbe> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    await Promise.race([
-      connection.check(),
-      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS / 1000} s`)), PROBE_TIMEOUT_MS) })
-    ])
-    return { name: connection.name, type: connection.type, ok: true }
-  } catch (err) {
-    const e = err as Error & { code?: unknown }
-    return { name: connection.name, type: connection.type, ok: false, error: `${typeof e.code === 'string' ? `${e.code}: ` : ''}${e.message}` }
-  } finally {
-    clearTimeout(timer)
-    await connection.close().catch(() => {})
-  }
-}
-
-/**
- * Validates a settings document as `buildServer` would, loading the plugins it names, without
- * creating destinations. With `probeConnections`, also writes and deletes a probe object through
- * every connection and reports, per connection, whether that worked.
- */
-export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: { probeConnections?: boolean } = {}): Promise<CheckResult> {
-  const core = parseCoreSettings(document, env)
-  if (!core.ok) return { problems: core.problems, warnings: core.warnings }
-  const fastify = Fastify({ logger: false })
-  try {
-    await registerTypes(fastify, core.settings, baseDir)
-    const types = resolveTypes(fastify.eventServerTypes, core.settings, baseDir, fastify.log)
-    if (!types.ok) return { problems: types.problems, warnings: core.warnings }
-    if (options.probeConnections !== true) return { problems: [], warnings: core.warnings }
-    const probes = await Promise.all(types.connections.map(async ({ name, definition, options: connectionOptions }) =>
-      await probe(definition.create(connectionOptions, { name, baseDir, logger: fastify.log }))))
-    return { problems: [], warnings: core.warnings, probes }
-  } finally {
-    await fastify.close()
-  }
 }

@@ -86,7 +86,7 @@ describe('authentication', () => {
   })
 
   it('refuses settings keys with leading or trailing white space, without showing them', async () => {
-    const { checkSettings } = await import('../core/server.js')
+    const { checkSettings } = await import('../index.js')
     const result = await checkSettings({ ...fsSettings(), security: { eventsAuthenticationKeys: [{ key: 'secret-with-space ' }] } }, await tempDir())
     expect(result.problems).toEqual([{ path: '/security/eventsAuthenticationKeys/0/key', message: expect.stringContaining('white space') }])
     expect(JSON.stringify(result.problems)).not.toContain('secret-with-space')

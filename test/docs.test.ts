@@ -26,7 +26,7 @@ describe('the docs stay true to the code', () => {
     expect(fields.filter((field) => !doc.includes(`| \`${field}\` |`))).toEqual([])
   })
   it('the Grafana dashboard and docs/operations.md use only metrics the server exposes', async () => {
-    const { buildServer } = await import('../core/server.js')
+    const { buildServer } = await import('../index.js')
     const { tempDir } = await import('./helpers.js')
     const app = await buildServer({ document: {}, baseDir: await tempDir(), logger: false })
     const exposed = new Set((await app.eventServer.metrics.registry.getMetricsAsJSON()).map((m) => m.name))

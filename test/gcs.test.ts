@@ -4,7 +4,7 @@ import { classifyGcsError, GcsConnection, type GcsOptions } from '../plugins/gcs
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
-import { checkSettings } from '../core/server.js'
+import { checkSettings } from '../index.js'
 import { tempDir } from './helpers.js'
 
 let gcs: GcsEmulator

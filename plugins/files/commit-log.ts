@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { fsyncDir } from '../../core/fs-sync.js'
+import { fsyncDir } from '../fs-sync.js'
 import { Appender, type SlowWriteLogger } from './appender.js'
 
 /** One write to a partition file: its bytes, and where they go. */

@@ -2,13 +2,10 @@ import { mkdir, open as openFile, readdir, stat, unlink, writeFile, type FileHan
 import { basename, dirname, join, relative, resolve, sep } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import type { Connection } from '../../core/connection.js'
-import type { Destination, DestinationCheckContext, DestinationContext, DestinationStats, RoutedEvent } from '../../core/destination.js'
-import { EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import { ZonedTime, type TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import {
+  assertSafeKey, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
+  type DestinationContext, type DestinationStats, type RoutedEvent, type SettingsProblem, type Static, type TimeParts
+} from '../../core/plugin-api.js'
 import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'

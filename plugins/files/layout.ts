@@ -1,6 +1,4 @@
-import { encodeSegment } from '../../core/path-encoding.js'
-import type { TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import { encodeSegment, type SettingsProblem, type TimeParts } from '../../core/plugin-api.js'
 
 export type PartitioningPeriod = 'MONTH' | 'DAY' | 'HOUR'
 

@@ -1,8 +1,8 @@
 import { mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { isPermanent, type Connection } from '../../core/connection.js'
-import { fsyncDir } from '../../core/fs-sync.js'
+import { isPermanent, type Connection } from '../../core/plugin-api.js'
+import { fsyncDir } from '../fs-sync.js'
 
 export interface SpoolFile {
   readonly key: string
