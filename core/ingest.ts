@@ -2,13 +2,15 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { compile as compileTrust } from '@fastify/proxy-addr'
 import { presentedKey } from './auth.js'
-import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, parseEvents, readBody, type BodyKind } from './body.js'
-import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type EventSpan } from './json-scan.js'
+import { parseEvents } from './parse-events.js'
+import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, readBody } from './request-body.js'
+import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
 import type { Destination, RoutedEvent } from './destination.js'
 import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_BODY_ABORTED, EVS_ERR_DESTINATION_UNAVAILABLE } from './errors.js'
 import type { MemoryBudget } from './memory-budget.js'
 import type { Metrics } from './metrics.js'
 import type { Pipeline } from './pipeline.js'
+import type { PipelineSwitch } from './pipeline-switch.js'
 import { Dispatch, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './router.js'
 
 const LINE_HEAD = Buffer.from('{"clientEvent":')
@@ -19,10 +21,8 @@ export interface IngestRuntime {
   /** Bytes of requests in memory, against server.maxInFlightBytes. */
   readonly budget: MemoryBudget
   now(): number
-  /** Counts one request in on the current pipeline; undefined while a reload swaps it. */
-  tryAcquire(): Pipeline | undefined
-  /** Waits out a reload in progress, then counts one request in on the current pipeline. */
-  acquire(): Promise<Pipeline>
+  /** The pipeline in force; requests count themselves in and out of it. */
+  readonly pipelines: Pick<PipelineSwitch, 'tryAcquire' | 'acquire' | 'leave'>
 }
 
 const kPipeline = Symbol('dss-event-server.pipeline')
@@ -138,7 +138,7 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     const pipeline = request[kPipeline]
     if (pipeline !== undefined) {
       request[kPipeline] = undefined
-      pipeline.leave()
+      runtime.pipelines.leave(pipeline)
     }
   }
 
@@ -217,9 +217,9 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       request[kClosed] = true
       if (!request[kHandling]) release(request)
     })
-    const pipeline = runtime.tryAcquire()
+    const pipeline = runtime.pipelines.tryAcquire()
     if (pipeline === undefined) {
-      runtime.acquire().then((p) => { admit(request, p); done() }).catch(done)
+      runtime.pipelines.acquire().then((p) => { admit(request, p); done() }).catch(done)
       return
     }
     try {

@@ -12,6 +12,7 @@ import { MemoryBudget } from './memory-budget.js'
 import { Metrics } from './metrics.js'
 import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
+import { PipelineSwitch } from './pipeline-switch.js'
 import { TYPE_REGISTRY_PLUGIN } from './registry.js'
 import type { ServerSettings, Settings, TlsSettings } from './schemas/settings.js'
 import { defaultInstanceId, loadSettings, readCoreSettings, resolveSettings, type ResolvedSettings, type SettingsInput } from './settings.js'
@@ -111,48 +112,13 @@ interface RuntimeOptions {
   now: () => number
 }
 
-const DRAIN_TIMEOUT_MS = 30_000
-
 async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId, options, metrics, now }: RuntimeOptions): Promise<void> {
-  let current: Pipeline | undefined
-  let gate: Promise<void> | undefined
   let reloading: Promise<{ warnings: string[] }> | undefined
   let closing = false
-  metrics.destinations = () => current?.destinations.values() ?? []
   const budget = new MemoryBudget(now, (held) => { metrics.inFlightBytes = held })
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
-
-  const tryAcquire = (): Pipeline | undefined => {
-    if (gate !== undefined) return undefined
-    const pipeline = current as Pipeline
-    pipeline.enter()
-    return pipeline
-  }
-  const acquire = async (): Promise<Pipeline> => {
-    while (gate !== undefined) await gate
-    return tryAcquire() as Pipeline
-  }
-
-  async function swap (next: PipelineSpec): Promise<void> {
-    let release = (): void => {}
-    gate = new Promise<void>((resolve) => { release = resolve })
-    const old = current as Pipeline
-    try {
-      const drained = await Promise.race([old.drained().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref())])
-      if (!drained) fastify.log.warn('reload: requests still running after 30 s; swapping anyway')
-      await old.close(fastify.log, 'reload')
-      try {
-        current = await Pipeline.open(next, pipelineContext)
-      } catch (err) {
-        fastify.log.error({ err }, 'reload: the new settings failed to open; going back to the previous ones')
-        current = await Pipeline.open(old.spec, pipelineContext)
-        throw err
-      }
-    } finally {
-      gate = undefined
-      release()
-    }
-  }
+  const pipelines = new PipelineSwitch(await Pipeline.open(spec, pipelineContext), fastify.log)
+  metrics.destinations = () => pipelines.current.destinations.values()
 
   async function reload (): Promise<{ warnings: string[] }> {
     const scratch = Fastify({ loggerInstance: fastify.log })
@@ -166,25 +132,26 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     } finally {
       await scratch.close()
     }
-    const warnings = [...next.warnings, ...restartOnlyChanges((current as Pipeline).settings, next.settings)]
+    const previous = pipelines.current.spec
+    const warnings = [...next.warnings, ...restartOnlyChanges(previous.settings, next.settings)]
     for (const warning of warnings) fastify.log.warn(warning)
-    await swap(next)
+    await pipelines.swap(async () => await Pipeline.open(next, pipelineContext), async () => await Pipeline.open(previous, pipelineContext))
     const tls = next.settings.server.tls
     if (tls !== undefined && 'setSecureContext' in fastify.server) {
       // Renewed certificates are picked up on reload; new connections use them.
       (fastify.server as unknown as { setSecureContext: (o: SecureContextOptions) => void }).setSecureContext(tlsOptions(tls, next.baseDir))
     }
-    fastify.log.info({ destinations: [...(current as Pipeline).destinations.keys()] }, 'settings reloaded')
+    fastify.log.info({ destinations: [...pipelines.current.destinations.keys()] }, 'settings reloaded')
     return { warnings }
   }
 
   const server: EventServer = {
     instanceId,
     metrics,
-    get settings () { return (current as Pipeline).settings },
-    get connections () { return (current as Pipeline).connections },
-    get destinations () { return (current as Pipeline).destinations },
-    get warnings () { return (current as Pipeline).spec.warnings },
+    get settings () { return pipelines.current.settings },
+    get connections () { return pipelines.current.connections },
+    get destinations () { return pipelines.current.destinations },
+    get warnings () { return pipelines.current.spec.warnings },
     get closing () { return closing },
     async reload () {
       // Signals arriving during a reload join it rather than queueing another.
@@ -202,12 +169,22 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   })
   fastify.addHook('onClose', async () => {
     await reloading?.catch(() => {})
-    await current?.close(fastify.log)
+    await pipelines.current.close(fastify.log)
   })
 
-  current = await Pipeline.open(spec, pipelineContext)
-  await fastify.register(ingestRoutes, { runtime: { metrics, budget, now, acquire, tryAcquire } })
-  await fastify.register(opsRoutes, { server, now, budget })
+  await fastify.register(ingestRoutes, { runtime: { metrics, budget, now, pipelines } })
+  await fastify.register(opsRoutes, {
+    runtime: {
+      instanceId,
+      metrics,
+      budget,
+      now,
+      get settings () { return pipelines.current.settings },
+      get destinations () { return pipelines.current.destinations },
+      get closing () { return closing },
+      reload: async () => await server.reload()
+    }
+  })
 }
 
 const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: [TYPE_REGISTRY_PLUGIN] })

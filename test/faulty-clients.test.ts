@@ -104,6 +104,8 @@ describe('faulty clients', () => {
       document: fsSettings({}, { server: { maxInFlightBytes: 1024 * 1024, bodyIdleTimeoutS: 0.5 }, security: { adminAuthenticationKeys: [{ key: 'admin-key' }] } }),
       baseDir: dir
     })
+    // The first request pays for cold code paths and the first file; the bound is for the faults.
+    expect((await fetch(`http://127.0.0.1:${port}/events/generic/good`, { method: 'POST', body: '{"id":"warm-up"}' })).status).toBe(200)
     const good = wellBehavedClient(port)
     const body = JSON.stringify({ msgType: 'faulty', payload: 'x'.repeat(2000) })
 

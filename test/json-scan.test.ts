@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { parseEvents, type BodyKind } from '../core/body.js'
+import { parseEvents } from '../core/parse-events.js'
+import type { BodyKind } from '../core/json-scan.js'
 import { firstField, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS } from '../core/json-scan.js'
 
 interface Expected { value: Record<string, unknown>, topic: string | undefined, routingKey: string | undefined }
