@@ -38,6 +38,10 @@ export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>
   'EVS_ERR_BODY_ABORTED', 'The client closed the connection before the body was complete', 400)
 export const EVS_ERR_BODY_TIMEOUT = createError<'EVS_ERR_BODY_TIMEOUT', 408, [number]>(
   'EVS_ERR_BODY_TIMEOUT', 'No byte of the body arrived for %d s (server.bodyIdleTimeoutS); nothing of this request was written', 408)
+export const EVS_ERR_BODY_INTERRUPTED = createError<'EVS_ERR_BODY_INTERRUPTED', 503, []>(
+  'EVS_ERR_BODY_INTERRUPTED', 'The server is reloading its settings or stopping, and the body was still arriving; nothing of this request was written; retry', 503)
+export const EVS_ERR_BODY_INVALID_UTF8 = createError<'EVS_ERR_BODY_INVALID_UTF8', 400, []>(
+  'EVS_ERR_BODY_INVALID_UTF8', 'The body is not valid UTF-8, as JSON must be; nothing of this request was written', 400)
 export const EVS_ERR_ROUTE_NOT_FOUND = createError<'EVS_ERR_ROUTE_NOT_FOUND', 404, [string]>(
   'EVS_ERR_ROUTE_NOT_FOUND', 'No route %s: events go to POST /events (or a path below it)', 404)
 export const EVS_ERR_INTERNAL = createError<'EVS_ERR_INTERNAL', 500, []>(

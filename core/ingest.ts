@@ -2,8 +2,9 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { compile as compileTrust } from '@fastify/proxy-addr'
 import { presentedKey } from './auth.js'
+import { pathOf } from './request-target.js'
 import { parseEvents } from './parse-events.js'
-import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, readBody } from './request-body.js'
+import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, readBody, type BodyInterrupts } from './request-body.js'
 import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
 import type { Destination, RoutedEvent } from './destination.js'
 import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_BODY_ABORTED, EVS_ERR_DESTINATION_UNAVAILABLE } from './errors.js'
@@ -23,6 +24,8 @@ export interface IngestRuntime {
   now(): number
   /** The pipeline in force; requests count themselves in and out of it. */
   readonly pipelines: Pick<PipelineSwitch, 'tryAcquire' | 'acquire' | 'leave'>
+  /** Bodies being read or decoded: a reload or shutdown interrupts them. */
+  readonly bodies: BodyInterrupts
 }
 
 const kPipeline = Symbol('dss-event-server.pipeline')
@@ -54,19 +57,6 @@ function decodePathSegment (segment: string | undefined): string | undefined {
   }
 }
 
-/** The path of a request target, also in absolute form (`http://host:port/events/…`, sent by some proxies). */
-function pathOf (url: string): string {
-  let start = 0
-  if (url.charCodeAt(0) !== 47) { // not "/": absolute form
-    const scheme = url.indexOf('://')
-    start = scheme === -1 ? url.length : url.indexOf('/', scheme + 3)
-    if (start === -1) start = url.length
-  }
-  let end = url.indexOf('?', start)
-  if (end === -1) end = url.length
-  return url.slice(start, end)
-}
-
 /** Topic and routing key given for the whole request: query parameters, then `/events/<topic>/<routing-key>`. */
 function requestDefaults (request: FastifyRequest): { topic: string | undefined, routingKey: string | undefined } {
   const query = (request.query ?? {}) as Record<string, unknown>
@@ -81,10 +71,6 @@ function requestDefaults (request: FastifyRequest): { topic: string | undefined,
 function normaliseAddress (address: string | undefined): string {
   if (address === undefined) return 'unknown'
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
-}
-
-function pipelineOf (request: FastifyRequest): Pipeline {
-  return request[kPipeline] as Pipeline
 }
 
 /** The `/events` routes: authenticate, read, decode, parse, route, and answer once durable. */
@@ -113,9 +99,14 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     return found
   }
 
-  /** Takes `bytes` more of the memory budget for this request; throws EVS_ERR_OVERLOADED past it. */
+  /**
+   * Takes `bytes` more of the memory budget for this request; throws EVS_ERR_OVERLOADED past it,
+   * and EVS_ERR_BODY_ABORTED once the request was released (its client went away).
+   */
   const hold = (request: FastifyRequest, bytes: number): void => {
-    budget.take(bytes, pipelineOf(request).settings.server.maxInFlightBytes)
+    const pipeline = request[kPipeline]
+    if (pipeline === undefined) throw new EVS_ERR_BODY_ABORTED()
+    budget.take(bytes, pipeline.settings.server.maxInFlightBytes)
     request[kBytes] += bytes
   }
 
@@ -151,24 +142,34 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       done(err as Error)
       return
     }
-    const { bodyLimit: limit, bodyIdleTimeoutS } = pipelineOf(request).settings.server
+    const pipeline = request[kPipeline]
+    if (pipeline === undefined) {
+      done(new EVS_ERR_BODY_ABORTED())
+      return
+    }
+    const { bodyLimit: limit, bodyIdleTimeoutS } = pipeline.settings.server
     const length = request.headers['content-length']
     const encoding = request.headers['content-encoding']
+    let counted = 0
     readBody(payload, {
       limit,
       declaredLength: length === undefined ? undefined : Number(length),
       idleMs: bodyIdleTimeoutS * 1000,
-      // Bytes are counted as they arrive: a chunked body declares no length up front.
-      onProgress: (total) => { if (total > request[kBytes]) hold(request, total - request[kBytes]) }
-    }).then((raw) => {
+      // Counted as the bytes arrive, declared or chunked: a slow sender holds only what it sent.
+      onProgress: (total) => {
+        hold(request, total - counted)
+        counted = total
+      },
+      interrupts: runtime.bodies
+    }).then(async (raw) => {
       if (encoding === undefined || encoding === 'identity') {
         done(null, { kind, body: raw })
         return
       }
-      return decodeBody(raw, encoding, limit).then((body) => {
-        hold(request, body.length)
-        done(null, { kind, body })
-      })
+      const body = await decodeBody(raw, encoding, { limit, onChunk: (bytes) => { hold(request, bytes) }, interrupts: runtime.bodies })
+      // The compressed bytes are garbage from here on.
+      holdExactly(request, body.length)
+      done(null, { kind, body })
     }).catch((err: Error) => done(err))
   }
   // Fastify caches its parser look-up for named media types only: '*' alone would parse every
@@ -206,9 +207,10 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       if (index === -1) throw new EVS_ERR_AUTH_INVALID()
       request[kKeyIndex] = index
     }
-    // Refuse before reading a body that would not fit in memory.
+    // Refuse at once a body that could not fit in memory now; its bytes are counted as they arrive.
     const length = Number(request.headers['content-length'] ?? 0)
-    hold(request, Number.isFinite(length) ? length : 0)
+    const { maxInFlightBytes } = pipeline.settings.server
+    if (length > 0 && budget.held > 0 && budget.held + length > maxInFlightBytes) budget.take(length, maxInFlightBytes)
   }
   fastify.addHook('onRequest', (request, reply, done) => {
     // 'close' comes on every path: after the answer, or when the client hangs up, resets or is cut

@@ -1,5 +1,6 @@
 import { firstField, invalidAt, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
-import { EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_NOT_OBJECT } from './errors.js'
+import { isUtf8 } from 'node:buffer'
+import { EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_INVALID_UTF8, EVS_ERR_BODY_NOT_OBJECT } from './errors.js'
 
 // A decoded body into events: json-scan.ts's fast path first; JSON.parse when it cannot vouch for
 // the body, which also gives every error its place (never its text).
@@ -136,6 +137,8 @@ function parseLines (text: string): ReceivedEvent[] {
 
 /** The slow path: JSON.parse, whose errors say where the body is wrong. */
 function parseSlowly (body: Buffer, kind: BodyKind): ReceivedEvent[] {
+  // Decoding would turn every invalid byte into U+FFFD, and distinct topics into one folder.
+  if (!isUtf8(body)) throw new EVS_ERR_BODY_INVALID_UTF8()
   let text = body.toString('utf8')
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
   let start = 0

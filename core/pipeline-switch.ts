@@ -72,12 +72,15 @@ export class PipelineSwitch {
   /**
    * Replaces the current pipeline by `open()`'s, once the current one has drained and closed.
    * When `open` fails, `reopen` builds the previous settings again and the error is rethrown.
+   * `interrupt` runs once new requests wait: it ends those that would hold the drain up for long
+   * (bodies still arriving from slow clients).
    */
-  async swap (open: () => Promise<Pipeline>, reopen: () => Promise<Pipeline>): Promise<void> {
+  async swap (open: () => Promise<Pipeline>, reopen: () => Promise<Pipeline>, interrupt: () => void = () => {}): Promise<void> {
     let release = (): void => {}
     this.#gate = new Promise<void>((resolve) => { release = resolve })
     const old = this.#current
     try {
+      interrupt()
       if (!await this.#drain(old)) this.#logger.warn(`reload: requests still running after ${DRAIN_TIMEOUT_MS / 1000} s; swapping anyway`)
       await old.close(this.#logger, 'reload')
       try {

@@ -1,5 +1,4 @@
-import { gunzip, inflate, inflateRaw } from 'node:zlib'
-import { promisify } from 'node:util'
+import { createGunzip, createInflate, createInflateRaw } from 'node:zlib'
 import type { Readable } from 'node:stream'
 import type { BodyKind } from './json-scan.js'
 import {
@@ -10,9 +9,11 @@ import {
 // The transport side of a request body: its media type, its bytes as they arrive, its encoding.
 // What the bytes mean is parse-events.ts's business.
 
-const gunzipAsync = promisify(gunzip)
-const inflateAsync = promisify(inflate)
-const inflateRawAsync = promisify(inflateRaw)
+/**
+ * Bodies being read or decoded, each with the function that stops it with an error: a reload or a
+ * shutdown interrupts them rather than wait for a slow client.
+ */
+export type BodyInterrupts = Set<(err: Error) => void>
 
 export const NDJSON_TYPES = new Set(['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'])
 // Parsed by content: the DSS client's header is unconfirmed, and `curl -d` sends a form type.
@@ -35,6 +36,8 @@ export interface ReadBodyOptions {
   idleMs: number
   /** Called with the bytes read so far after each chunk; throwing refuses the body with that error. */
   onProgress?: (total: number) => void
+  /** Where the read registers itself while it runs. */
+  interrupts?: BodyInterrupts
 }
 
 /**
@@ -43,7 +46,7 @@ export interface ReadBodyOptions {
  * its listeners and its timer.
  */
 export async function readBody (stream: Readable, options: ReadBodyOptions): Promise<Buffer> {
-  const { limit, declaredLength, idleMs, onProgress } = options
+  const { limit, declaredLength, idleMs, onProgress, interrupts } = options
   if (declaredLength !== undefined && declaredLength > limit) throw new EVS_ERR_BODY_TOO_LARGE(limit)
   return await new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = []
@@ -51,6 +54,7 @@ export async function readBody (stream: Readable, options: ReadBodyOptions): Pro
     const timer = setTimeout(() => fail(new EVS_ERR_BODY_TIMEOUT(idleMs / 1000)), idleMs)
     const cleanup = (): void => {
       clearTimeout(timer)
+      interrupts?.delete(fail)
       stream.removeListener('data', onData)
       stream.removeListener('end', onEnd)
       stream.removeListener('error', fail)
@@ -84,6 +88,7 @@ export async function readBody (stream: Readable, options: ReadBodyOptions): Pro
       resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, total))
     }
     const onAborted = (): void => { fail(new EVS_ERR_BODY_ABORTED()) }
+    interrupts?.add(fail)
     stream.on('data', onData)
     stream.on('end', onEnd)
     stream.on('error', fail)
@@ -92,21 +97,62 @@ export async function readBody (stream: Readable, options: ReadBodyOptions): Pro
   })
 }
 
-/** Undoes the Content-Encoding; the decoded size is held to the same limit as the raw one. */
-export async function decodeBody (body: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
+export interface DecodeOptions {
+  /** Largest decoded body accepted (413 beyond). */
+  limit: number
+  /** Called with each decoded chunk's size; throwing stops the decoding with that error. */
+  onChunk?: (bytes: number) => void
+  interrupts?: BodyInterrupts
+}
+
+/**
+ * Undoes the Content-Encoding as a stream, so each decoded chunk is counted (and can be refused)
+ * as it comes: a small compressed body may decode to `limit` bytes.
+ */
+export async function decodeBody (body: Buffer, contentEncoding: string | undefined, options: DecodeOptions): Promise<Buffer> {
   const encoding = (contentEncoding ?? '').trim().toLowerCase()
   if (encoding === '' || encoding === 'identity') return body
-  const options = { maxOutputLength: limit }
-  try {
-    if (encoding === 'gzip' || encoding === 'x-gzip') return await gunzipAsync(body, options)
-    if (encoding === 'deflate') {
-      // RFC 9110's deflate is the zlib format; some clients send a bare deflate stream instead.
-      const zlibWrapped = body.length >= 2 && ((body[0] as number) & 0x0f) === 8 && ((body[0] as number) * 256 + (body[1] as number)) % 31 === 0
-      return zlibWrapped ? await inflateAsync(body, options) : await inflateRawAsync(body, options)
-    }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new EVS_ERR_BODY_TOO_LARGE(limit)
-    throw new EVS_ERR_BODY_GZIP_INVALID(encoding, (err as Error).message)
+  let decoder
+  if (encoding === 'gzip' || encoding === 'x-gzip') {
+    decoder = createGunzip()
+  } else if (encoding === 'deflate') {
+    // RFC 9110's deflate is the zlib format; some clients send a bare deflate stream instead.
+    const zlibWrapped = body.length >= 2 && ((body[0] as number) & 0x0f) === 8 && ((body[0] as number) * 256 + (body[1] as number)) % 31 === 0
+    decoder = zlibWrapped ? createInflate() : createInflateRaw()
+  } else {
+    throw new EVS_ERR_BODY_ENCODING_UNSUPPORTED(encoding.slice(0, 50))
   }
-  throw new EVS_ERR_BODY_ENCODING_UNSUPPORTED(encoding.slice(0, 50))
+  const { limit, onChunk, interrupts } = options
+  return await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let total = 0
+    const fail = (err: Error): void => {
+      interrupts?.delete(fail)
+      decoder.removeAllListeners('data')
+      decoder.destroy()
+      chunks.length = 0
+      reject(err)
+    }
+    decoder.on('data', (chunk: Buffer) => {
+      total += chunk.length
+      if (total > limit) {
+        fail(new EVS_ERR_BODY_TOO_LARGE(limit))
+        return
+      }
+      try {
+        onChunk?.(chunk.length)
+      } catch (err) {
+        fail(err as Error)
+        return
+      }
+      chunks.push(chunk)
+    })
+    decoder.on('error', (err) => { fail(new EVS_ERR_BODY_GZIP_INVALID(encoding, err.message)) })
+    decoder.on('end', () => {
+      interrupts?.delete(fail)
+      resolve(Buffer.concat(chunks, total))
+    })
+    interrupts?.add(fail)
+    decoder.end(body)
+  })
 }

@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import type { Socket } from 'node:net'
 import type { SecureContextOptions } from 'node:tls'
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Connection } from './connection.js'
 import type { Destination } from './destination.js'
 import { installErrorHandling } from './error-handling.js'
-import { EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
+import { EVS_ERR_BODY_INTERRUPTED, EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
+import type { BodyInterrupts } from './request-body.js'
 import { ingestRoutes } from './ingest.js'
 import { MemoryBudget } from './memory-budget.js'
 import { Metrics } from './metrics.js'
@@ -104,6 +106,28 @@ function restartOnlyChanges (before: Settings, after: Settings): string[] {
     .map(([name]) => `${name} changed: it takes effect at the next restart`)
 }
 
+/**
+ * Connections that never send a byte are invisible to Node's header and request timeouts, and
+ * would hold every shutdown up to its limit: they are closed after `silentMs`, and at once when the
+ * server stops.
+ */
+function guardConnections (fastify: FastifyInstance, silentMs: number): void {
+  const open = new Set<Socket>()
+  fastify.server.on('connection', (socket: Socket) => {
+    // No 'data' listener: it would take the socket off Node's fast path to the HTTP parser.
+    open.add(socket)
+    const timer = setTimeout(() => { if (socket.bytesRead === 0) socket.destroy() }, silentMs)
+    timer.unref()
+    socket.once('close', () => {
+      clearTimeout(timer)
+      open.delete(socket)
+    })
+  })
+  fastify.addHook('preClose', async () => {
+    for (const socket of open) if (socket.bytesRead === 0) socket.destroy()
+  })
+}
+
 interface RuntimeOptions {
   spec: PipelineSpec
   instanceId: string
@@ -119,6 +143,11 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
   const pipelines = new PipelineSwitch(await Pipeline.open(spec, pipelineContext), fastify.log)
   metrics.destinations = () => pipelines.current.destinations.values()
+  const bodies: BodyInterrupts = new Set()
+  const interruptBodies = (): void => {
+    for (const interrupt of [...bodies]) interrupt(new EVS_ERR_BODY_INTERRUPTED())
+  }
+  guardConnections(fastify, pipelines.current.settings.server.headersTimeoutS * 1000)
 
   async function reload (): Promise<{ warnings: string[] }> {
     const scratch = Fastify({ loggerInstance: fastify.log })
@@ -135,7 +164,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     const previous = pipelines.current.spec
     const warnings = [...next.warnings, ...restartOnlyChanges(previous.settings, next.settings)]
     for (const warning of warnings) fastify.log.warn(warning)
-    await pipelines.swap(async () => await Pipeline.open(next, pipelineContext), async () => await Pipeline.open(previous, pipelineContext))
+    await pipelines.swap(async () => await Pipeline.open(next, pipelineContext), async () => await Pipeline.open(previous, pipelineContext), interruptBodies)
     const tls = next.settings.server.tls
     if (tls !== undefined && 'setSecureContext' in fastify.server) {
       // Renewed certificates are picked up on reload; new connections use them.
@@ -163,7 +192,11 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
 
   // Requests still running at shutdown end their connection, so close() need not wait for the
   // clients' keep-alive timeouts.
-  fastify.addHook('preClose', async () => { closing = true })
+  fastify.addHook('preClose', async () => {
+    closing = true
+    // Slow bodies would hold the shutdown up to its timeout: their clients are told to retry.
+    interruptBodies()
+  })
   fastify.addHook('onSend', async (_request, reply) => {
     if (closing) void reply.header('connection', 'close')
   })
@@ -172,7 +205,7 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     await pipelines.current.close(fastify.log)
   })
 
-  await fastify.register(ingestRoutes, { runtime: { metrics, budget, now, pipelines } })
+  await fastify.register(ingestRoutes, { runtime: { metrics, budget, now, pipelines, bodies } })
   await fastify.register(opsRoutes, {
     runtime: {
       instanceId,
@@ -211,7 +244,9 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     forceCloseConnections: 'idle',
     // One line per request at info would cost more than the request itself; rejections are logged.
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true
+    return503OnClosing: true,
+    // Crash recovery of many files may take longer than Fastify's 10 s for a plugin to start.
+    pluginTimeout: 0
   })
   const now = options.now ?? Date.now
   const metrics = new Metrics(now)

@@ -75,10 +75,10 @@ describe('authentication', () => {
     expect(logs.text()).not.toContain(KEY_B)
   })
 
-  it('refuses Basic credentials that are not valid base64 rather than reading them loosely', async () => {
+  it('refuses credentials it cannot read (not base64, another scheme) rather than ignoring them', async () => {
     const { app } = await secured()
     const loose = `Basic ${Buffer.from(`dss:${KEY_A}`).toString('base64')}!!`
-    for (const authorization of [loose, 'Basic ', `Basic ${Buffer.from(KEY_A).toString('base64')}`]) {
+    for (const authorization of [loose, `Token ${KEY_A}`, `Basic ${Buffer.from(KEY_A).toString('base64')}`, 'Bearer: x']) {
       const res = await app.inject({ method: 'POST', url: '/events', headers: { authorization }, payload: { a: 1 } })
       expect(res.statusCode).toBe(401)
       expect(res.json().code).toBe('EVS_ERR_AUTH_INVALID')
@@ -118,7 +118,11 @@ describe('KeyRing and presentedKey', () => {
     expect(presentedKey({ authorization: basic('') }, 'x-k')).toBe('dss')
     expect(presentedKey({ authorization: basic('', '') }, 'x-k')).toBeUndefined()
     expect(presentedKey({ authorization: 'Basic %%%' }, 'x-k')).toBe('')
-    expect(presentedKey({ authorization: 'Digest abc' }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: 'Bearer\tk2' }, 'x-k')).toBe('k2')
+    expect(presentedKey({ authorization: 'Bearer ' }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: basic('', '') }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: 'Digest abc' }, 'x-k')).toBe('')
+    expect(presentedKey({ authorization: 'Token abc' }, 'x-k')).toBe('')
     expect(presentedKey({}, 'x-k')).toBeUndefined()
   })
 })

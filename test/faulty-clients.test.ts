@@ -260,7 +260,7 @@ describe('faulty clients', () => {
     const { app, port } = await listening({ document: fsSettings({}, { server: { maxInFlightBytes: 100_000, bodyIdleTimeoutS: 1 } }), baseDir: dir })
     expect((await app.inject({ method: 'GET', url: '/ready' })).statusCode).toBe(200)
     const stalled = await rawClient(port)
-    stalled.socket.write(head('/events', { 'content-type': 'application/json', 'content-length': 95_000 }) + '{"a":')
+    stalled.socket.write(head('/events', { 'content-type': 'application/json', 'content-length': 200_000 }) + '{"a":"' + 'x'.repeat(95_000))
     await eventually(async () => (await stats(app)).inFlightBytes >= 95_000, 'the stalled body counted')
     const ready = await app.inject({ method: 'GET', url: '/ready' })
     expect(ready.statusCode).toBe(503)
@@ -305,5 +305,127 @@ describe('faulty clients', () => {
     expect(line?.err?.stack).toContain('buggy-route-plugin')
     expect(line?.err?.message).toContain('private detail')
     expect((await stats(app)).lastError).toMatchObject({ message: expect.stringContaining('private detail'), where: 'POST /buggy' })
+  })
+})
+
+describe('faulty clients: what an outside attack found', () => {
+  it('a slow sender holds only the bytes it sent, whatever length it declares', async () => {
+    const dir = await tempDir()
+    const { app, port } = await listening({ document: fsSettings({}, { server: { maxInFlightBytes: 1024 * 1024, bodyIdleTimeoutS: 5 } }), baseDir: dir })
+    const slow = await Promise.all(Array.from({ length: 4 }, async () => {
+      const client = await rawClient(port)
+      client.socket.write(head('/events', { 'content-type': 'application/json', 'content-length': 900_000 }) + '{"a":')
+      return client
+    }))
+    await sleep(100)
+    expect((await stats(app)).inFlightBytes).toBeLessThan(1000)
+    const res = await fetch(`http://127.0.0.1:${port}/events/t/r`, { method: 'POST', body: '{"id":"good"}' })
+    expect(res.status).toBe(200)
+    for (const client of slow) client.socket.destroy()
+    await eventually(async () => (await stats(app)).inFlightBytes === 0, 'in-flight bytes back to 0')
+  })
+
+  it('decoded bytes count as they are decoded: a gzip bomb is refused, not inflated whole', async () => {
+    const { gzipSync } = await import('node:zlib')
+    const dir = await tempDir()
+    const { app, port } = await listening({ document: fsSettings({}, { server: { maxInFlightBytes: 1024 * 1024 } }), baseDir: dir })
+    const bomb = gzipSync(Buffer.alloc(50 * 1024 * 1024, 0x20))
+    // A little of a real body first, so the budget is not empty and the bomb cannot pass alone.
+    const holder = await rawClient(port)
+    holder.socket.write(head('/events', { 'content-type': 'application/json', 'content-length': 200_000 }) + '{"a":"' + 'x'.repeat(100_000))
+    await eventually(async () => (await stats(app)).inFlightBytes > 0, 'the holder counted')
+    const res = await fetch(`http://127.0.0.1:${port}/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: bomb })
+    expect(res.status).toBe(503)
+    expect((await res.json()).code).toBe('EVS_ERR_OVERLOADED')
+    holder.socket.destroy()
+    await eventually(async () => (await stats(app)).inFlightBytes === 0, 'in-flight bytes back to 0')
+    expect((await stats(app)).lastError).toBeNull()
+  })
+
+  it('a client that hangs up while its body is decoded is no internal error', async () => {
+    const { gzipSync } = await import('node:zlib')
+    const dir = await tempDir()
+    const { app, port } = await listening({ document: fsSettings(), baseDir: dir })
+    const body = gzipSync(Buffer.from(JSON.stringify({ pad: 'x'.repeat(20 * 1024 * 1024) })))
+    for (let i = 0; i < 5; i++) {
+      const client = await rawClient(port)
+      client.socket.write(head('/events', { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': body.length }))
+      client.socket.write(body)
+      await sleep(5 * i)
+      client.socket.destroy()
+    }
+    await eventually(async () => (await stats(app)).inFlightBytes === 0, 'in-flight bytes back to 0')
+    const s = await stats(app)
+    expect(s.lastError).toBeNull()
+    expect(s.requests.rejectedByReason.EVS_ERR_INTERNAL).toBeUndefined()
+  })
+
+  it('a reload does not wait for bodies still arriving: their clients get 503 and retry', async () => {
+    const dir = await tempDir()
+    const { app, port } = await listening({ document: fsSettings({}, { server: { bodyIdleTimeoutS: 60 }, security: { adminAuthenticationKeys: [{ key: 'admin-key' }] } }), baseDir: dir })
+    const slow = await rawClient(port)
+    slow.socket.write(head('/events', { 'content-type': 'application/json', 'content-length': 1000 }) + '{"a":')
+    // Never idle for long: one byte a while.
+    const trickle = setInterval(() => { if (!slow.socket.destroyed) slow.socket.write(' ') }, 100)
+    try {
+      await sleep(200)
+      const started = performance.now()
+      const reload = await app.inject({ method: 'POST', url: '/admin/reload', headers: { authorization: 'Bearer admin-key' } })
+      expect(reload.statusCode).toBe(200)
+      expect(performance.now() - started).toBeLessThan(5000)
+      await eventually(() => /^HTTP\/1\.1 503 /.test(slow.received()), 'the slow client answered')
+      expect(slow.received()).toContain('EVS_ERR_BODY_INTERRUPTED')
+    } finally {
+      clearInterval(trickle)
+      slow.socket.destroy()
+    }
+  })
+
+  it('a client that asked to close its connection still reads its refusal, not a reset', async () => {
+    const dir = await tempDir()
+    const { port } = await listening({ document: { ...fsSettings(), security: { requireAuthenticationForEvents: true, eventsAuthenticationKeys: [{ key: 'k' }] } }, baseDir: dir })
+    const client = await rawClient(port)
+    const total = 2 * 1024 * 1024
+    client.socket.write(head('/events', { 'content-type': 'application/json', 'content-length': total, connection: 'close' }))
+    let sent = 0
+    const chunk = Buffer.alloc(64 * 1024, 0x20)
+    while (sent < total && !client.socket.destroyed) {
+      if (!client.socket.write(chunk)) await new Promise((resolve) => { client.socket.once('drain', resolve); client.socket.once('close', resolve) })
+      sent += chunk.length
+    }
+    await client.closed
+    expect(client.received()).toMatch(/^HTTP\/1\.1 401 /)
+  })
+
+  it('a connection that never sends a byte is closed, and does not hold a stop up', async () => {
+    const dir = await tempDir()
+    const { writeFile } = await import('node:fs/promises')
+    await writeFile(join(dir, 'settings.json'), JSON.stringify(fsSettings({}, { server: { headersTimeoutS: 1, shutdownTimeoutS: 20 } })))
+    const child = await spawnServer(['--config', join(dir, 'settings.json')], dir)
+    const port = Number(new URL(child.url).port)
+    const early = await rawClient(port)
+    await early.closed
+    const late = await rawClient(port)
+    const started = performance.now()
+    child.process.kill('SIGTERM')
+    expect(await child.exited).toBe(0)
+    expect(performance.now() - started).toBeLessThan(10_000)
+    late.socket.destroy()
+  })
+
+  it('user name and password in an absolute-form target are never logged or echoed', async () => {
+    const dir = await tempDir()
+    const { stream, logs } = captureLogs()
+    const { port } = await listening({ document: fsSettings(), baseDir: dir, logger: undefined, loggerInstance: pino({ level: 'info' }, stream) })
+    for (const target of ['http://admin:SECRETKEY@h/nope', 'http://admin:SECRETKEY@h/events?x=1']) {
+      const client = await rawClient(port)
+      const body = target.includes('/events') ? '{bad' : '{}'
+      client.socket.write(`POST ${target} HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`)
+      await client.closed
+      expect(client.received()).toMatch(/^HTTP\/1\.1 40[04] /)
+      expect(client.received()).not.toContain('SECRETKEY')
+    }
+    expect(logs.lines.length).toBeGreaterThan(0)
+    expect(logs.text()).not.toContain('SECRETKEY')
   })
 })

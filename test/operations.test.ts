@@ -135,7 +135,7 @@ describe('back-pressure on memory', () => {
     const dir = await tempDir()
     const app = await start({ document: fsSettings({}, { server: { maxInFlightBytes: 4096 } }), baseDir: dir })
     const url = await app.listen({ host: '127.0.0.1', port: 0 })
-    // A slow request holding 3 kB in flight...
+    // A slow request holding 3 kB in flight (bytes count as they arrive)...
     const body = JSON.stringify({ pad: 'x'.repeat(3000) })
     let finish = (): void => {}
     const slow = new Promise<number>((resolve, reject) => {
@@ -144,10 +144,10 @@ describe('back-pressure on memory', () => {
         res.on('end', () => resolve(res.statusCode ?? 0))
       })
       req.on('error', reject)
-      req.write(body.slice(0, 10))
-      finish = () => req.end(body.slice(10))
+      req.write(body.slice(0, -10))
+      finish = () => req.end(body.slice(-10))
     })
-    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes > 0, 'the slow request to be counted')
+    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes > 2000, 'the slow request to be counted')
     // ...so another 3 kB does not fit.
     const refused = await app.inject({ method: 'POST', url: '/events/t/r', headers: { 'content-type': 'application/json' }, payload: body })
     expect(refused.statusCode).toBe(503)
