@@ -24,6 +24,8 @@ function options (extra: Partial<AzureBlobOptions> = {}): AzureBlobOptions {
     connectionString: azure.connectionString,
     blockSizeBytes: 1024 * 1024,
     uploadConcurrency: 2,
+    connectTimeoutS: 10,
+    idleTimeoutS: 60,
     ...extra
   }
 }

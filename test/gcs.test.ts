@@ -18,7 +18,7 @@ afterAll(async () => {
 })
 
 function options (extra: Partial<GcsOptions> = {}): GcsOptions {
-  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', ...extra }
+  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', idleTimeoutS: 60, ...extra }
 }
 
 describeConnection('gcs (Cloud Storage emulator)', {

@@ -30,6 +30,8 @@ function options (extra: Partial<S3Options> = {}): S3Options {
     ...S3_COMPAT,
     partSizeBytes: 5 * 1024 * 1024,
     uploadConcurrency: 2,
+    connectTimeoutS: 10,
+    idleTimeoutS: 60,
     ...extra
   }
 }

@@ -10,6 +10,7 @@ import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
 import { assertSafeKey } from '../../core/path-encoding.js'
 import type { SettingsProblem } from '../../core/validation.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { IdleTimeoutS, progressWatchdog } from '../object-store-timeouts.js'
 
 export const GcsOptionsSchema = Type.Object({
   bucket: Type.String({ minLength: 3 }),
@@ -18,7 +19,8 @@ export const GcsOptionsSchema = Type.Object({
   keyFilename: Type.Optional(Type.String({ minLength: 1, description: 'service account key file; relative to the settings file folder' })),
   credentials: Type.Optional(Type.String({ minLength: 2, description: 'service account key JSON, e.g. "${GCS_CREDENTIALS_JSON}"' })),
   apiEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'for emulators or private endpoints' })),
-  uploadMode: Type.Union([Type.Literal('resumable'), Type.Literal('simple')], { default: 'resumable' })
+  uploadMode: Type.Union([Type.Literal('resumable'), Type.Literal('simple')], { default: 'resumable' }),
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type GcsOptions = Static<typeof GcsOptionsSchema>
@@ -86,10 +88,17 @@ export class GcsConnection implements Connection {
         ...(options.contentEncoding !== undefined ? { contentEncoding: options.contentEncoding } : {})
       }
     })
+    // The SDK's own request timeout does not cover a streamed upload: a store that stops
+    // answering would hold it forever.
+    const watchdog = progressWatchdog(this.name, this.#options.idleTimeoutS, options.signal)
     try {
-      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, stream, ...(options.signal !== undefined ? [{ signal: options.signal }] : []))
+      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, watchdog.progress, stream, { signal: watchdog.signal })
     } catch (err) {
+      // Timed out, not stopped by the caller: say so rather than "The operation was aborted".
+      if (watchdog.signal.aborted && options.signal?.aborted !== true) throw watchdog.signal.reason
       classify(err)
+    } finally {
+      watchdog.stop()
     }
   }
 
