@@ -50,5 +50,8 @@ describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
   reader: (prefix) => new GcsConnection(options({ prefix }), { name: 'reader', baseDir: process.cwd() }),
   refusing: { unsupported: 'the Cloud Storage emulator accepts uploads to any bucket and ignores credentials; see the classification test above' },
   stop: async () => await gcs.stop(),
-  restart: async () => await gcs.restart()
+  restart: async () => await gcs.restart(),
+  port: () => Number(new URL(gcs.endpoint).port),
+  // No connectTimeoutS here: the SDK has none, and a connection that cannot be opened is an upload that does not move.
+  via: (prefix, endpoint, { idleTimeoutS }) => ({ type: 'gcs', ...options({ prefix, apiEndpoint: endpoint, idleTimeoutS }) })
 })
