@@ -5,7 +5,8 @@ import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
 import { checkSettings } from '../core/server.js'
-import { tempDir } from './helpers.js'
+import { onCleanup, tempDir } from './helpers.js'
+import { startStallProxy } from './stall-proxy.js'
 
 let gcs: GcsEmulator
 
@@ -34,6 +35,15 @@ describe('gcs connection', () => {
     const withCode = (code: number | string) => Object.assign(new Error(`status ${code}`), { code })
     for (const code of [400, 401, 403, 404]) expect(classifyGcsError(withCode(code))).toMatchObject({ permanent: true })
     for (const code of [408, 429, 500, 503, 'ECONNREFUSED']) expect(classifyGcsError(withCode(code))).not.toHaveProperty('permanent')
+  })
+
+  it('gives the JSON API calls a timeout too: a delete against a store that never answers fails', async () => {
+    const proxy = await startStallProxy(Number(new URL(gcs.endpoint).port), 'stall')
+    onCleanup(async () => await proxy.close())
+    const connection = new GcsConnection(options({ apiEndpoint: proxy.endpoint, idleTimeoutS: 1 }), { name: 'gcs', baseDir: process.cwd() })
+    await expect(connection.delete('a/b')).rejects.toThrow(/timeout/)
+    expect(proxy.accepted).toBeGreaterThan(0)
+    await connection.close()
   })
 
   it('rejects inline credentials that are not JSON without echoing them', async () => {

@@ -69,6 +69,16 @@ export class GcsConnection implements Connection {
       if (o.keyFilename !== undefined) config.keyFilename = resolve(this.#baseDir, o.keyFilename)
       if (o.credentials !== undefined) config.credentials = JSON.parse(o.credentials) as StorageOptions['credentials']
       this.#storage = new Storage(config)
+      // Without a `timeout` the SDK's JSON API calls (list, metadata, delete) wait forever for a
+      // store that never answers. Set per request, not on Storage: there it would also cap a simple
+      // upload as a whole, which the progress watchdog in put() bounds instead.
+      const timeout = o.idleTimeoutS * 1000
+      this.#storage.interceptors.push({
+        request: (reqOpts) => {
+          const uri = (reqOpts as { uri?: unknown }).uri
+          return (typeof uri === 'string' && !uri.includes('/upload/') ? { ...reqOpts, timeout } : reqOpts) as typeof reqOpts & { uri: string }
+        }
+      })
     }
     return this.#storage.bucket(this.#options.bucket)
   }

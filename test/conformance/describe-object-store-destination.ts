@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { request as httpRequest, Agent } from 'node:http'
 import { dirname, join } from 'node:path'
+import { Readable } from 'node:stream'
 import { gunzipSync } from 'node:zlib'
 import type { FastifyInstance } from 'fastify'
 import type { Connection } from '../../core/connection.js'
@@ -338,6 +339,23 @@ export function describeObjectStoreDestination (name: string, store: ObjectStore
       expect(ids).toEqual(acked)
       expect(stats(app).spoolBytes).toBe(0)
     }, 120_000)
+
+    it('the idle timeout never cuts an upload that keeps moving, however long it takes', async () => {
+      const p = prefix()
+      const proxy = await stallProxy(store.port())
+      const { app } = await server(p, {}, {}, store.via(p, proxy.endpoint, { connectTimeoutS: 1, idleTimeoutS: 1 }))
+      const connection = app.eventServer.connections.get('store') as Connection
+      // Four times the idle timeout in all, a chunk every 0.3 s.
+      const slow = Readable.from((async function * () {
+        for (let i = 0; i < 14; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 300))
+          yield Buffer.from(`{"i":${i}}\n`)
+        }
+      })())
+      await connection.put('slow/one.jsonl', slow)
+      const found = await objects(store.reader(p))
+      expect(lines('slow/one.jsonl', found.get('slow/one.jsonl') as Buffer).map((l) => l.i)).toEqual(Array.from({ length: 14 }, (_, i) => i))
+    })
 
     it('SIGTERM while the store hangs exits 0 after uploadShutdownGraceS, keeps what was not uploaded in the spool and names it in the log; the next start uploads it exactly once', async () => {
       const p = prefix()
