@@ -69,6 +69,8 @@ export const EVS_ERR_CONNECTION_KEY_INVALID = createError<'EVS_ERR_CONNECTION_KE
   'EVS_ERR_CONNECTION_KEY_INVALID', 'Connection "%s" refused key "%s": keys are relative, "/"-separated, without "." or ".." segments', 500)
 export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_FOUND', 404, [string, string]>(
   'EVS_ERR_CONNECTION_NOT_FOUND', 'Connection "%s" has no object at key "%s"', 404)
+export const EVS_ERR_CONNECTION_TIMEOUT = createError<'EVS_ERR_CONNECTION_TIMEOUT', 503, [string, string]>(
+  'EVS_ERR_CONNECTION_TIMEOUT', 'Connection "%s" timed out: %s', 503)
 export const EVS_ERR_CONNECTION_CAPABILITY = createError<'EVS_ERR_CONNECTION_CAPABILITY', 500, [string, string]>(
   'EVS_ERR_CONNECTION_CAPABILITY', 'Connection "%s" does not support %s', 500)
 

@@ -336,7 +336,7 @@ describe('faulty clients: what an outside attack found', () => {
     await eventually(async () => (await stats(app)).inFlightBytes > 0, 'the holder counted')
     const res = await fetch(`http://127.0.0.1:${port}/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: bomb })
     expect(res.status).toBe(503)
-    expect((await res.json()).code).toBe('EVS_ERR_OVERLOADED')
+    expect(((await res.json()) as { code: string }).code).toBe('EVS_ERR_OVERLOADED')
     holder.socket.destroy()
     await eventually(async () => (await stats(app)).inFlightBytes === 0, 'in-flight bytes back to 0')
     expect((await stats(app)).lastError).toBeNull()

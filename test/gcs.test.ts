@@ -5,7 +5,8 @@ import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
 import { checkSettings } from '../index.js'
-import { tempDir } from './helpers.js'
+import { onCleanup, tempDir } from './helpers.js'
+import { startStallProxy } from './stall-proxy.js'
 
 let gcs: GcsEmulator
 
@@ -18,7 +19,7 @@ afterAll(async () => {
 })
 
 function options (extra: Partial<GcsOptions> = {}): GcsOptions {
-  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', ...extra }
+  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', idleTimeoutS: 60, ...extra }
 }
 
 describeConnection('gcs (Cloud Storage emulator)', {
@@ -36,6 +37,15 @@ describe('gcs connection', () => {
     for (const code of [408, 429, 500, 503, 'ECONNREFUSED']) expect(classifyGcsError(withCode(code))).not.toHaveProperty('permanent')
   })
 
+  it('gives the JSON API calls a timeout too: a delete against a store that never answers fails', async () => {
+    const proxy = await startStallProxy(Number(new URL(gcs.endpoint).port), 'stall')
+    onCleanup(async () => await proxy.close())
+    const connection = new GcsConnection(options({ apiEndpoint: proxy.endpoint, idleTimeoutS: 1 }), { name: 'gcs', baseDir: process.cwd() })
+    await expect(connection.delete('a/b')).rejects.toThrow(/timeout/)
+    expect(proxy.accepted).toBeGreaterThan(0)
+    await connection.close()
+  })
+
   it('rejects inline credentials that are not JSON without echoing them', async () => {
     const { problems } = await checkSettings({
       connections: { g: { type: 'gcs', bucket: 'evs', credentials: 'secret-not-json' } },
@@ -50,5 +60,8 @@ describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
   reader: (prefix) => new GcsConnection(options({ prefix }), { name: 'reader', baseDir: process.cwd() }),
   refusing: { unsupported: 'the Cloud Storage emulator accepts uploads to any bucket and ignores credentials; see the classification test above' },
   stop: async () => await gcs.stop(),
-  restart: async () => await gcs.restart()
+  restart: async () => await gcs.restart(),
+  port: () => Number(new URL(gcs.endpoint).port),
+  // No connectTimeoutS here: the SDK has none, and a connection that cannot be opened is an upload that does not move.
+  via: (prefix, endpoint, { idleTimeoutS }) => ({ type: 'gcs', ...options({ prefix, apiEndpoint: endpoint, idleTimeoutS }) })
 })

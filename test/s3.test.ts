@@ -30,6 +30,8 @@ function options (extra: Partial<S3Options> = {}): S3Options {
     ...S3_COMPAT,
     partSizeBytes: 5 * 1024 * 1024,
     uploadConcurrency: 2,
+    connectTimeoutS: 10,
+    idleTimeoutS: 60,
     ...extra
   }
 }
@@ -86,5 +88,7 @@ describeObjectStoreDestination('s3 (s3rver)', {
   reader: (prefix) => new S3Connection(options({ prefix }), { name: 'reader' }),
   refusing: (prefix) => ({ type: 's3', ...options({ prefix, bucket: 'no-such-bucket' }) }),
   stop: async () => await s3.stop(),
-  restart: async () => await s3.restart()
+  restart: async () => await s3.restart(),
+  port: () => s3.port,
+  via: (prefix, endpoint, timeouts) => ({ type: 's3', ...options({ prefix, endpoint, ...timeouts }) })
 })

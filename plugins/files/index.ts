@@ -130,6 +130,7 @@ export class FilesDestination implements Destination {
   #journal: Journal | undefined
   #log: CommitLog | undefined
   #uploader: Uploader | undefined
+  #spoolDir: string | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
@@ -156,6 +157,7 @@ export class FilesDestination implements Destination {
     this.#connection = connection
     const appendable = connection.capabilities.append && connection.localPath !== undefined
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
+    this.#spoolDir = spoolDir
     const localPath = appendable
       ? (connection.localPath as (key: string) => string).bind(connection)
       : (key: string): string => {
@@ -344,7 +346,18 @@ export class FilesDestination implements Destination {
     await this.#writer?.flush()
     // On reload the next instance of this destination uploads what is left in the spool at once:
     // waiting here would hold every request for the grace period.
-    await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    const reload = options?.reason === 'reload'
+    const left = await this.#uploader?.close(reload ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    if (left !== undefined && left.files > 0 && !reload) {
+      // On a machine whose disk goes away with it, these events are lost unless someone copies them.
+      this.#context.logger.warn({
+        files: left.files,
+        bytes: left.bytes,
+        oldestEventAt: left.oldestSince === null ? null : new Date(left.oldestSince).toISOString(),
+        oldestKey: left.oldestKey,
+        spoolDir: this.#spoolDir
+      }, `${left.files} file(s), ${left.bytes} bytes, not uploaded within uploadShutdownGraceS: they stay in the spool and are uploaded at the next start`)
+    }
     // Every file is sealed, so synced: the commit log holds nothing more.
     await this.#log?.close()
     if (this.#journal?.unsealed().length === 0) await this.#log?.clear()

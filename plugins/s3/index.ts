@@ -10,6 +10,7 @@ import {
   type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type Static
 } from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { ConnectTimeoutS, connectTimeout, IdleTimeoutS, idleTimeout } from '../object-store-timeouts.js'
 
 const Checksum = Type.Union([Type.Literal('WHEN_SUPPORTED'), Type.Literal('WHEN_REQUIRED')], { default: 'WHEN_SUPPORTED' })
 
@@ -28,7 +29,9 @@ export const S3OptionsSchema = Type.Object({
   uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 }),
   storageClass: Type.Optional(Type.String({ minLength: 1 })),
   serverSideEncryption: Type.Optional(Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms'), Type.Literal('aws:kms:dsse')])),
-  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 }))
+  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 })),
+  connectTimeoutS: ConnectTimeoutS,
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type S3Options = Static<typeof S3OptionsSchema>
@@ -39,8 +42,11 @@ const PERMANENT_NAMES = new Set([
   'SignatureDoesNotMatch', 'AccountProblem', 'InvalidObjectState', 'KMS.DisabledException', 'KMS.NotFoundException'
 ])
 
-function classify (err: unknown): never {
+function classify (err: unknown, connection: string, o: S3Options): never {
   const e = err as Error & { $metadata?: { httpStatusCode?: number }, name: string }
+  // The SDK's own timeouts (see requestHandler below), named as on every store.
+  if (e.name === 'TimeoutError' && e.message.includes('did not establish a connection')) throw connectTimeout(connection, o.connectTimeoutS)
+  if (e.name === 'TimeoutError' && e.message.includes('of inactivity')) throw idleTimeout(connection, o.idleTimeoutS)
   const status = e.$metadata?.httpStatusCode
   if (PERMANENT_NAMES.has(e.name) || status === 403 || (status === 404 && e.name !== 'NoSuchKey')) throw markPermanent(e)
   throw e
@@ -68,7 +74,10 @@ export class S3Connection implements Connection {
         region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
         forcePathStyle: o.forcePathStyle,
         requestChecksumCalculation: o.requestChecksumCalculation,
-        responseChecksumValidation: o.responseChecksumValidation
+        responseChecksumValidation: o.responseChecksumValidation,
+        // Without them a store that accepts connections and never answers holds a request forever.
+        // socketTimeout is an idle timeout: a large part that keeps moving is never cut.
+        requestHandler: { connectionTimeout: o.connectTimeoutS * 1000, socketTimeout: o.idleTimeoutS * 1000 }
       }
       if (o.endpoint !== undefined) config.endpoint = o.endpoint
       // Without static keys the SDK's default chain applies: env, shared profile, SSO, web identity, container and instance roles.
@@ -113,7 +122,7 @@ export class S3Connection implements Connection {
     try {
       await Promise.race([upload.done(), bodyError])
     } catch (err) {
-      classify(err)
+      classify(err, this.name, this.#options)
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
     }
@@ -127,7 +136,7 @@ export class S3Connection implements Connection {
       if ((err as Error).name === 'NoSuchKey' || (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) {
         throw new EVS_ERR_CONNECTION_NOT_FOUND(this.name, key)
       }
-      classify(err)
+      classify(err, this.name, this.#options)
     }
   }
 
@@ -138,7 +147,7 @@ export class S3Connection implements Connection {
         Bucket: this.#options.bucket,
         Prefix: this.#prefix + prefix,
         ...(token !== undefined ? { ContinuationToken: token } : {})
-      })).catch(classify)
+      })).catch((err: unknown) => classify(err, this.name, this.#options))
       for (const item of res.Contents ?? []) {
         if (item.Key === undefined) continue
         yield { key: item.Key.slice(this.#prefix.length), size: item.Size ?? 0 }
@@ -148,7 +157,7 @@ export class S3Connection implements Connection {
   }
 
   async delete (key: string): Promise<void> {
-    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch(classify)
+    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch((err: unknown) => classify(err, this.name, this.#options))
   }
 
   async check (): Promise<void> {
