@@ -128,6 +128,9 @@ function guardConnections (fastify: FastifyInstance, silentMs: number): void {
   })
 }
 
+/** How long a reload lets bodies still arriving finish, while new requests wait. */
+const RELOAD_BODY_GRACE_MS = 1000
+
 interface RuntimeOptions {
   spec: PipelineSpec
   instanceId: string
@@ -144,8 +147,16 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   const pipelines = new PipelineSwitch(await Pipeline.open(spec, pipelineContext), fastify.log)
   metrics.destinations = () => pipelines.current.destinations.values()
   const bodies: BodyInterrupts = new Set()
-  const interruptBodies = (): void => {
-    for (const interrupt of [...bodies]) interrupt(new EVS_ERR_BODY_INTERRUPTED())
+  /**
+   * Ends, after `graceMs`, the bodies still arriving then: a slow client would otherwise hold a
+   * reload (and every request waiting for it) or a stop up to its limit. Its client gets 503.
+   */
+  const interruptBodies = (graceMs: number): (() => void) => {
+    const timer = setTimeout(() => {
+      for (const interrupt of [...bodies]) interrupt(new EVS_ERR_BODY_INTERRUPTED())
+    }, graceMs)
+    timer.unref()
+    return () => clearTimeout(timer)
   }
   guardConnections(fastify, pipelines.current.settings.server.headersTimeoutS * 1000)
 
@@ -164,7 +175,12 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     const previous = pipelines.current.spec
     const warnings = [...next.warnings, ...restartOnlyChanges(previous.settings, next.settings)]
     for (const warning of warnings) fastify.log.warn(warning)
-    await pipelines.swap(async () => await Pipeline.open(next, pipelineContext), async () => await Pipeline.open(previous, pipelineContext), interruptBodies)
+    let cancel = (): void => {}
+    try {
+      await pipelines.swap(async () => await Pipeline.open(next, pipelineContext), async () => await Pipeline.open(previous, pipelineContext), () => { cancel = interruptBodies(RELOAD_BODY_GRACE_MS) })
+    } finally {
+      cancel()
+    }
     const tls = next.settings.server.tls
     if (tls !== undefined && 'setSecureContext' in fastify.server) {
       // Renewed certificates are picked up on reload; new connections use them.
@@ -194,8 +210,9 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
   // clients' keep-alive timeouts.
   fastify.addHook('preClose', async () => {
     closing = true
-    // Slow bodies would hold the shutdown up to its timeout: their clients are told to retry.
-    interruptBodies()
+    // Bodies that arrive soon are taken; slower ones would hold the stop up to its limit.
+    const { shutdownTimeoutS } = pipelines.current.settings.server
+    interruptBodies(Math.min(10_000, shutdownTimeoutS * 1000 / 3))
   })
   fastify.addHook('onSend', async (_request, reply) => {
     if (closing) void reply.header('connection', 'close')
