@@ -150,10 +150,6 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     metrics.requestDuration.observe(status < 300 ? 'accepted' : status < 500 ? 'rejected' : 'failed', reply.elapsedTime / 1000)
     done()
   })
-  fastify.addHook('onRequestAbort', (request, done) => {
-    release(request)
-    done()
-  })
 
   const admit = (request: FastifyRequest, pipeline: Pipeline): void => {
     request[kPipeline] = pipeline
@@ -171,10 +167,21 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     const length = Number(request.headers['content-length'] ?? 0)
     hold(request, Number.isFinite(length) ? length : 0)
   }
-  fastify.addHook('onRequest', (request, _reply, done) => {
+  fastify.addHook('onRequest', (request, reply, done) => {
+    // The response closes once, answered or not: a client that leaves after sending its body (while
+    // its events are being made durable) gets no onResponse and no onRequestAbort.
+    let closed = false
+    reply.raw.on('close', () => {
+      closed = true
+      release(request)
+    })
     const pipeline = runtime.tryAcquire()
     if (pipeline === undefined) {
-      runtime.acquire().then((p) => { admit(request, p); done() }).catch(done)
+      runtime.acquire().then((p) => {
+        admit(request, p)
+        if (closed) release(request) // the client left while the request waited for a reload
+        done()
+      }).catch(done)
       return
     }
     try {

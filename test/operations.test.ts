@@ -158,6 +158,27 @@ describe('back-pressure on memory', () => {
     expect((await app.inject({ method: 'POST', url: '/events/t/r', headers: { 'content-type': 'application/json' }, payload: body })).statusCode).toBe(200)
     expect((await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes).toBe(0)
   })
+
+  it('releases the bytes of a request whose client left while it waited to be durable', async () => {
+    const dir = await tempDir()
+    const fixture = join(import.meta.dirname, 'fixtures', 'dss-event-server-plugin-capture', 'index.js')
+    const { captured } = await import(fixture) as { captured: Map<string, { waiting: number, release: () => void, events: unknown[] }> }
+    const app = await start({ baseDir: dir, document: { plugins: [fixture], destinations: [{ name: 'held', type: 'capture', hold: true }] } })
+    const url = await app.listen({ host: '127.0.0.1', port: 0 })
+    const body = JSON.stringify({ pad: 'x'.repeat(3000) })
+    // The whole body is sent, then the client goes away while the destination holds the request.
+    const req = httpRequest(`${url}/events/t/r`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(body.length) } })
+    req.on('error', () => {})
+    req.end(body)
+    await eventually(() => captured.get('held')?.waiting === 1, 'the request to wait on its destination')
+    expect((await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes).toBe(body.length)
+    req.destroy()
+    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes === 0, 'the bytes of the abandoned request to be released')
+    captured.get('held')?.release()
+    await eventually(() => captured.get('held')?.events.length === 1, 'the held event to be accepted')
+    // Its settings version was released too: closing does not wait for it.
+    await app.close()
+  })
 })
 
 describe('logs', () => {
