@@ -18,7 +18,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { gunzipSync } from 'node:zlib'
-import { SCENARIOS, SHAPES, TARGET_SCENARIOS, CONNECTION_SWEEP, ROUTING_KEY_SWEEP } from './scenarios.mjs'
+import { SCENARIOS, SHAPES, TARGET_SCENARIOS, CONNECTION_SWEEP, ROUTING_KEY_SWEEP, scenarioName } from './scenarios.mjs'
 import { pickLoadGenerator, writeWrkScript, runWrk, runAutocannon } from './load.mjs'
 import { IdLedger, RUN_STRIDE, scanFolder, scanLines } from './verify.mjs'
 import { lineChart } from './svg.mjs'
@@ -465,7 +465,7 @@ function scenarioTable (results, mainLabel) {
     for (const label of [mainLabel, 'bare', 'bare+parse']) {
       const s = r.sides[label]
       rows.push([
-        label === mainLabel ? `(${r.scenario.id}) ${r.scenario.name}` : '',
+        label === mainLabel ? `(${r.scenario.id}) ${scenarioName(r.scenario, target !== undefined)}` : '',
         label,
         fmt(s.eventsPerS), fmt(s.requestsPerS), ms(s.p50Ms), ms(s.p99Ms), ms(s.worstP99Ms), ms(s.maxMs),
         s.peakRssMb === undefined ? '–' : String(s.peakRssMb),
@@ -562,7 +562,7 @@ if (target !== undefined) {
 
 const results = []
 for (const scenario of wanted) {
-  console.log(`\n(${scenario.id}) ${scenario.name}`)
+  console.log(`\n(${scenario.id}) ${scenarioName(scenario, target !== undefined)}`)
   const result = await runScenario(scenario)
   const main = target === undefined ? 'dss-event-server' : 'target'
   const v = result.verification
@@ -618,7 +618,7 @@ const report = {
   settings: { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, warmSeconds: WARM_SECONDS, sweepSeconds: SWEEP_SECONDS, wrkThreads: THREADS },
   loadAverage: { before: loadBefore, after: loadAfter },
   minutes,
-  scenarios: results.map(({ scenario, ...r }) => ({ id: scenario.id, name: scenario.name, shape: scenario.shape, connections: scenario.connections, routingKeys: scenario.routingKeys, destination: scenario.destination, ...r })),
+  scenarios: results.map(({ scenario, ...r }) => ({ id: scenario.id, name: scenarioName(scenario, target !== undefined), shape: scenario.shape, connections: scenario.connections, routingKeys: scenario.routingKeys, destination: scenario.destination, ...r })),
   sweeps,
   targets: goals,
   failures

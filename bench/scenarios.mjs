@@ -35,15 +35,18 @@ export const SHAPES = {
  * read, not parsed; 'parse': JSON.parse, after gunzip for gzip bodies).
  */
 export const SCENARIOS = [
-  { id: 'a', name: '1 event/request, 50 conns, fsync', shape: 'single', connections: 50, destination: {} },
-  { id: 'b', name: '1 event/request, 50 conns, durability: write', shape: 'single', connections: 50, destination: { durability: 'write' } },
-  { id: 'c', name: 'arrays of 100, 20 conns, fsync', shape: 'array', connections: 20, destination: {} },
-  { id: 'd', name: 'arrays of 100, 20 conns, durability: write', shape: 'array', connections: 20, destination: { durability: 'write' } },
-  { id: 'e', name: 'gzip NDJSON of 1,000, 10 conns, fsync', shape: 'ndjson', connections: 10, destination: {} },
-  { id: 'f', name: '5,000 routing keys, 50 conns, commit log', shape: 'single', connections: 50, routingKeys: 5000, destination: { maxOpenFiles: 256, commitLog: true } },
+  { id: 'a', load: '1 event/request, 50 conns', mode: 'fsync', shape: 'single', connections: 50, destination: {} },
+  { id: 'b', load: '1 event/request, 50 conns', mode: 'durability: write', shape: 'single', connections: 50, destination: { durability: 'write' } },
+  { id: 'c', load: 'arrays of 100, 20 conns', mode: 'fsync', shape: 'array', connections: 20, destination: {} },
+  { id: 'd', load: 'arrays of 100, 20 conns', mode: 'durability: write', shape: 'array', connections: 20, destination: { durability: 'write' } },
+  { id: 'e', load: 'gzip NDJSON of 1,000, 10 conns', mode: 'fsync', shape: 'ndjson', connections: 10, destination: {} },
+  { id: 'f', load: '1 event/request to 5,000 routing keys, 50 conns', mode: 'commit log', shape: 'single', connections: 50, routingKeys: 5000, destination: { maxOpenFiles: 256, commitLog: true } },
   // Not run by default (BENCH_ONLY=s3): the S3 path through the spool, against s3rver.
-  { id: 's3', name: '1 event/request, 50 conns, to S3 (s3rver) via the spool', shape: 'single', connections: 50, destination: { flushEveryBytes: 8 * 1024 * 1024, uploadShutdownGraceS: 300 }, s3: true, optional: true }
+  { id: 's3', load: '1 event/request, 50 conns', mode: 'to S3 (s3rver) via the spool', shape: 'single', connections: 50, destination: { flushEveryBytes: 8 * 1024 * 1024, uploadShutdownGraceS: 300 }, s3: true, optional: true }
 ]
+
+/** A scenario's name: its requests, and for our own server, its settings. */
+export const scenarioName = (scenario, target) => target ? scenario.load : `${scenario.load}, ${scenario.mode}`
 
 /** With --target, the server's settings are not ours: scenarios that differ only by them run once. */
 export const TARGET_SCENARIOS = ['a', 'c', 'e', 'f']
