@@ -151,7 +151,7 @@ async function settledAccepted (url) {
   let last
   for (let i = 0; i < 40; i++) {
     const s = await stats(url)
-    const now = { accepted: s.events.accepted, inFlightBytes: s.inFlightBytes }
+    const now = { accepted: s.events.accepted, inFlightBytes: s.inFlightBytes, writer: s.destinations?.all?.details }
     if (last !== undefined && now.accepted === last.accepted && now.inFlightBytes === last.inFlightBytes && (now.inFlightBytes === 0 || i >= 10)) return now
     last = now
     await new Promise((resolve) => setTimeout(resolve, 250))
@@ -332,6 +332,8 @@ async function runScenario (scenario) {
     const written = await outputOf(dir, s3 === undefined ? undefined : await s3.url, ledger)
     verification = check({ written, ledger, settled, s: main, unique: shape.unique })
     if (code !== 0) verification.failures.push(`the server exited with ${code}:\n${server.process.output().slice(-2000)}`)
+    verification.writer = settled.writer
+    verification.serverWarnings = warnings(server.process.output())
     if (scenario.destination.maxOpenFiles !== undefined && maxOpenFiles > scenario.destination.maxOpenFiles) verification.failures.push(`${maxOpenFiles} files open, over the cap of ${scenario.destination.maxOpenFiles}`)
   } else if (target.out !== undefined) {
     verification = check({ written: await settledFolder(target.out, ledger), ledger, settled: undefined, s: main, unique: shape.unique })
@@ -349,6 +351,19 @@ async function runScenario (scenario) {
     maxOpenFiles: poll === undefined ? undefined : maxOpenFiles,
     verification
   }
+}
+
+/** The server's warnings and errors (pino levels 40 and up), counted by message. */
+function warnings (output) {
+  const counts = {}
+  for (const line of output.split('\n')) {
+    if (!line.startsWith('{')) continue
+    try {
+      const entry = JSON.parse(line)
+      if (entry.level >= 40) counts[entry.msg] = (counts[entry.msg] ?? 0) + 1
+    } catch {}
+  }
+  return counts
 }
 
 /** A peer writes in its own time: count its output until it stops growing for two seconds. */
@@ -569,6 +584,11 @@ for (const scenario of wanted) {
   console.log(`  median: ${fmt(result.sides[main].eventsPerS)} events/s, p99 ${ms(result.sides[main].p99Ms)} ms (worst round ${ms(result.sides[main].worstP99Ms)}); ` +
     `vs bare ${fmt(result.ratios.bare, 2)}, vs bare+parse ${fmt(result.ratios['bare+parse'], 2)}` +
     (v === undefined ? '; output not checked' : `; ${fmt(v.lines)} lines written for ${fmt(v.accepted ?? v.acknowledgedByClients)} acknowledged${v.distinct !== undefined ? `, ${fmt(v.distinct)} distinct ids, ${v.duplicated} twice` : ''}${v.failures.length > 0 ? `  FAILED: ${v.failures.join('; ')}` : ''}`))
+  if (v?.writer !== undefined) console.log(`  server: ${fmt(v.writer.commits)} commits, ${fmt(v.writer.syncs)} syncs, ${fmt(v.writer.filesOpened)} files opened, ${fmt(v.writer.filesSealed)} sealed`)
+  // Slow writes switch the server's file writes to the thread pool for a minute: worth knowing when reading a figure.
+  const warned = Object.entries(v?.serverWarnings ?? {})
+  for (const [message, count] of warned.slice(0, 5)) console.log(`  server warned${count > 1 ? ` ${count} times` : ''}: ${message}`)
+  if (warned.length > 5) console.log(`  server warned ${warned.length - 5} more different messages (bench/results/latest.json)`)
   results.push(result)
 }
 
