@@ -618,7 +618,9 @@ const failures = [
   ...(sweeps.connections?.verification?.failures ?? []).map((f) => `connection sweep: ${f}`),
   ...(sweeps.routingKeys?.failures ?? []).map((f) => `routing-key sweep: ${f}`)
 ]
+const busy = Math.max(loadBefore[0], loadAfter[0]) > machine.cores * 0.5
 const md = [
+  busy ? `**The machine was busy during this run (load average ${loadBefore[0].toFixed(1)} before, ${loadAfter[0].toFixed(1)} after, on ${machine.cores} cores): its figures say little about the server.**` : '',
   results.length > 0 ? scenarioTable(results, mainLabel) : '',
   goals.length > 0 ? goals.map((g) => `- ${g.met ? 'met' : '**not met**'}: ${g.name}: ${g.detail}`).join('\n') : '',
   sweepTables(sweeps),
@@ -636,7 +638,7 @@ const report = {
   loadGenerator,
   target: target === undefined ? undefined : { url: cli.target, pid: target.pid, out: target.out },
   settings: { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, warmSeconds: WARM_SECONDS, sweepSeconds: SWEEP_SECONDS, wrkThreads: THREADS },
-  loadAverage: { before: loadBefore, after: loadAfter },
+  loadAverage: { before: loadBefore, after: loadAfter, busy },
   minutes,
   scenarios: results.map(({ scenario, ...r }) => ({ id: scenario.id, name: scenarioName(scenario, target !== undefined), shape: scenario.shape, connections: scenario.connections, routingKeys: scenario.routingKeys, destination: scenario.destination, ...r })),
   sweeps,
