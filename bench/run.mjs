@@ -21,7 +21,7 @@ import { gunzipSync } from 'node:zlib'
 import { SCENARIOS, SHAPES, TARGET_SCENARIOS, CONNECTION_SWEEP, ROUTING_KEY_SWEEP, scenarioName } from './scenarios.mjs'
 import { pickLoadGenerator, writeWrkScript, runWrk, runAutocannon } from './load.mjs'
 import { IdLedger, RUN_STRIDE, scanFolder, scanLines } from './verify.mjs'
-import { lineChart } from './svg.mjs'
+import { sweepCharts } from './charts.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..')
@@ -517,42 +517,6 @@ function sweepTables (sweeps) {
   return out.join('\n\n')
 }
 
-function charts (sweeps, prefix, subtitle) {
-  const files = {}
-  if (sweeps.connections) {
-    const { points, mainLabel } = sweeps.connections
-    const series = (key) => [
-      { name: mainLabel === 'target' ? 'target' : 'dss-event-server (fsync)', values: points.map((p) => p[mainLabel][key]) },
-      { name: 'bare Fastify (body read, no parse)', values: points.map((p) => p.bare[key]), dashed: true }
-    ]
-    files[`${prefix}sweep-connections.svg`] = lineChart({
-      title: 'Connections: single events, 1 event per request',
-      subtitle,
-      xLabel: 'concurrent connections',
-      categories: points.map((p) => p.connections),
-      panels: [
-        { title: 'throughput', yLabel: 'events/s', series: series('eventsPerS') },
-        { title: 'p99 latency', yLabel: 'ms', log: true, series: series('p99Ms') }
-      ]
-    })
-  }
-  if (sweeps.routingKeys) {
-    const { points, mainLabel } = sweeps.routingKeys
-    const series = (key) => [{ name: mainLabel === 'target' ? 'target' : 'dss-event-server (fsync, commit log, 256 descriptors)', values: points.map((p) => p[mainLabel][key]) }]
-    files[`${prefix}sweep-routing-keys.svg`] = lineChart({
-      title: 'Routing keys: single events spread over N partitions, 50 connections',
-      subtitle,
-      xLabel: 'routing keys (one partition each)',
-      categories: points.map((p) => p.routingKeys),
-      panels: [
-        { title: 'throughput', yLabel: 'events/s', series: series('eventsPerS') },
-        { title: 'p99 latency', yLabel: 'ms', log: true, series: series('p99Ms') }
-      ]
-    })
-  }
-  return files
-}
-
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -611,7 +575,7 @@ const method = `${loadGenerator.name} ${loadGenerator.version} on the same machi
   `load average ${loadBefore[0].toFixed(1)} before, ${loadAfter[0].toFixed(1)} after; ${fmt(minutes, 1)} min.`
 const prefix = target === undefined ? '' : 'target-'
 const subtitle = `${target === undefined ? '' : `${cli.target}, `}${machine.cores} cores, Node.js ${machine.node}, ${loadGenerator.name}, ${new Date().toISOString().slice(0, 10)}`
-const svgs = charts(sweeps, prefix, subtitle)
+const svgs = sweepCharts(sweeps, prefix, subtitle)
 
 const failures = [
   ...results.flatMap((r) => (r.verification?.failures ?? []).map((f) => `(${r.scenario.id}) ${f}`)),

@@ -39,7 +39,9 @@ function panel ({ x0, y0, width, height, title, yLabel, log, categories, series 
     scale = (v) => y0 + height - (v / hi) * height
     ticks = Array.from({ length: 6 }, (_, i) => (hi * i) / 5)
   }
-  const xAt = (i) => x0 + (categories.length === 1 ? width / 2 : (i * width) / (categories.length - 1))
+  // Inset from the axes, so that a point's label does not run into the tick labels.
+  const inset = 24
+  const xAt = (i) => x0 + (categories.length === 1 ? width / 2 : inset + (i * (width - 2 * inset)) / (categories.length - 1))
   const out = []
   out.push(`<text x="${x0 + width / 2}" y="${y0 - 14}" text-anchor="middle" font-size="14" font-weight="bold">${esc(title)}</text>`)
   for (const t of ticks) {
