@@ -22,6 +22,17 @@ export interface Destination {
   readonly name: string
   /** Runs once before the server listens: recover what a crash left behind. */
   open(): Promise<void>
+  /**
+   * Takes the events of one request routed to this destination, in request order: possibly many,
+   * spanning time periods (each carries its own `receivedAt`). Resolves once they are as durable as
+   * the destination promises; the request is answered 2xx once every destination that took some of
+   * its events resolved. Rejects when they cannot be stored: the request fails with 503 (with the
+   * error itself when it carries an `EVS_ERR_*` code and a status, else
+   * EVS_ERR_DESTINATION_UNAVAILABLE) and the client sends it again, so events of a rejected batch
+   * that were stored anyway may come twice: duplicates, never loss. Calls overlap (one per request
+   * in flight) and none comes once `close()` began. Events and their `line` are shared with the
+   * other destinations: never modify them.
+   */
   accept(events: readonly RoutedEvent[]): Promise<void>
   /** Makes everything accepted so far durable and complete (files sealed, uploads done where possible). */
   flush(): Promise<void>
