@@ -47,25 +47,42 @@ export interface Destination {
   ready?(): { ready: true } | { ready: false, reason: string }
 }
 
-/** Fields of `stats()` the server exposes as metrics; a destination may add its own. */
+/**
+ * A snapshot for /stats (and the two gauges below). The server reads the fields named here, the
+ * same for every destination; anything else is the destination's own, in its own words, and
+ * /stats shows it under `details`.
+ */
 export interface DestinationStats {
-  openFiles?: number
-  /** Bytes accepted but not yet at their final place (an object store's spool). */
+  /** Bytes acknowledged but not yet at their final place (a spool, a send buffer): evs_spool_bytes. */
   pendingBytes?: number
-  /** Reception time (ms) of the oldest event not yet at its final place. */
+  /** Reception time (ms) of the oldest event not yet at its final place: evs_oldest_pending_seconds. */
   oldestPendingAt?: number | null
-  uploadRetries?: number
-  quarantined?: number
   [key: string]: unknown
 }
 
-/** What a destination reports as it works; the server turns it into metrics. */
+export interface DestinationCounter {
+  add(n?: number): void
+}
+
+export interface DestinationHistogram {
+  /** `labelValue`: the value of the histogram's own label, when it was declared with one. */
+  observe(seconds: number, labelValue?: string): void
+}
+
+/**
+ * What a destination reports as it works, as Prometheus metrics labelled with its name. A type
+ * declares the instruments it needs, by a name of its own (`evs_[a-z0-9_]+`): every destination
+ * using a name shares the instrument, declared again with the same kind, help and label; counters
+ * and histograms carry on across reloads, a gauge follows the destination of its name.
+ */
 export interface DestinationMetrics {
-  /** One group commit (write and sync) took this long. */
-  synced(seconds: number): void
-  /** A file (or object) is complete at its final place. */
-  completed(): void
-  uploaded(seconds: number, outcome: 'ok' | 'failed' | 'quarantined'): void
+  /** A counter (its name ends in `_total`). */
+  counter(name: string, help: string): DestinationCounter
+  /** A histogram of durations in seconds; `label` names one more label of the type's choosing. */
+  histogram(name: string, help: string, buckets: readonly number[], label?: string): DestinationHistogram
+  /** A gauge, read when metrics are scraped. */
+  gauge(name: string, help: string, read: () => number | undefined): void
+  /** A failure worth showing as /stats `lastError`. */
   error(err: unknown): void
 }
 

@@ -12,6 +12,9 @@ export const EVS_ERR_PLUGIN_LOAD = createError<'EVS_ERR_PLUGIN_LOAD', 500, [stri
 export const EVS_ERR_PLUGIN_TYPE_DUPLICATE = createError<'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 500, [string, string]>(
   'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 'A %s type named "%s" is already registered', 500)
 
+export const EVS_ERR_METRIC_CONFLICT = createError<'EVS_ERR_METRIC_CONFLICT', 500, [string]>(
+  'EVS_ERR_METRIC_CONFLICT', 'Metric "%s" is declared again with another kind, help or label, or its name is taken or not of the form evs_[a-z0-9_]+', 500)
+
 export const EVS_ERR_AUTH_REQUIRED = createError<'EVS_ERR_AUTH_REQUIRED', 401, []>(
   'EVS_ERR_AUTH_REQUIRED',
   'Authentication required: send an events key as "Authorization: Bearer <key>", as the password of Basic auth, or in the configured key header',

@@ -13,10 +13,12 @@
 
 // The contracts.
 export type {
-  Connection, ConnectionCapabilities, ConnectionContext, ConnectionType, ObjectInfo, PermanentError, PutOptions
+  AppendableConnection, Connection, ConnectionCapabilities, ConnectionContext, ConnectionType, ObjectConnection, ObjectInfo,
+  PermanentError, PutOptions
 } from './connection.js'
 export type {
-  Destination, DestinationCheckContext, DestinationContext, DestinationMetrics, DestinationStats, DestinationType, RoutedEvent
+  Destination, DestinationCheckContext, DestinationContext, DestinationCounter, DestinationHistogram, DestinationMetrics,
+  DestinationStats, DestinationType, RoutedEvent
 } from './destination.js'
 export type { BuiltinType, PluginModule, TypeRegistry } from './registry.js'
 export type { SettingsProblem } from './validation.js'
@@ -25,7 +27,7 @@ export type { SettingsProblem } from './validation.js'
 export { Type, type Static, type TSchema } from '@sinclair/typebox'
 
 // Helpers for connections.
-export { isPermanent, markPermanent, writeAndDeleteProbe } from './connection.js'
+export { canAppend, isPermanent, markPermanent, writeAndDeleteProbe } from './connection.js'
 export { assertSafeKey, encodeSegment, isSafeKey, MAX_SEGMENT_LENGTH } from './path-encoding.js'
 
 // Helpers for destinations: calendar parts in the server's time zone, as folder names use them.

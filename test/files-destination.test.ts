@@ -191,7 +191,12 @@ describe('files destination accept()', () => {
       logger,
       now: () => clock.t,
       connection: (name) => name === 'local' ? connection : undefined,
-      metrics: { synced: () => {}, completed: () => { sealed.push(clock.t) }, uploaded: () => {}, error: () => {} }
+      metrics: {
+        counter: (name) => ({ add: () => { if (name === 'evs_files_completed_total') sealed.push(clock.t) } }),
+        histogram: () => ({ observe: () => {} }),
+        gauge: () => {},
+        error: () => {}
+      }
     })
     await mkdir(join(dir, 'state'), { recursive: true })
     await d.open()

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { BlobServiceClient, StorageSharedKeyCredential, type ContainerClient } from '@azure/storage-blob'
 import {
   assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
-  type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
 } from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
 
@@ -42,7 +42,7 @@ function serviceUrl (o: AzureBlobOptions): string {
   return (o.endpoint ?? `https://${o.accountName as string}.blob.core.windows.net`).replace(/\/+$/, '')
 }
 
-export class AzureBlobConnection implements Connection {
+export class AzureBlobConnection implements ObjectConnection {
   readonly type = 'azure-blob'
   readonly name: string
   readonly capabilities = { append: false } as const

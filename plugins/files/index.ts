@@ -3,12 +3,13 @@ import { basename, dirname, join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import {
-  assertSafeKey, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
+  assertSafeKey, canAppend, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
   type DestinationContext, type DestinationStats, type RoutedEvent, type SettingsProblem, type Static, type TimeParts
 } from '../../core/plugin-api.js'
 import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
+import { filesMetrics, type FilesMetrics } from './metrics.js'
 import { PartitionWriter, type SealedFile } from './partition-writer.js'
 import { recoverOpenFiles, spoolFiles } from './recovery.js'
 import { Uploader } from './uploader.js'
@@ -58,6 +59,7 @@ export class FilesDestination implements Destination {
   readonly #context: DestinationContext
   readonly #layout: Layout
   readonly #time: ZonedTime
+  readonly #metrics: FilesMetrics
   #connection: Connection | undefined
   #writer: PartitionWriter | undefined
   #journal: Journal | undefined
@@ -79,6 +81,11 @@ export class FilesDestination implements Destination {
     this.#context = context
     this.#layout = compileLayout(options)
     this.#time = new ZonedTime(context.timeZone)
+    this.#metrics = filesMetrics(context.metrics, {
+      openFiles: () => this.#writer?.stats.openFiles,
+      uploadRetries: () => this.#uploader?.stats.retries,
+      quarantined: () => this.#uploader?.stats.quarantined
+    })
   }
 
   async open (): Promise<void> {
@@ -87,10 +94,10 @@ export class FilesDestination implements Destination {
     const connection = context.connection(options.connection)
     if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
-    const appendable = connection.capabilities.append && connection.localPath !== undefined
+    const appendable = canAppend(connection)
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
     const localPath = appendable
-      ? (connection.localPath as (key: string) => string).bind(connection)
+      ? connection.localPath.bind(connection)
       : (key: string): string => {
           assertSafeKey(this.name, key)
           return join(spoolDir, ...key.split('/'))
@@ -124,7 +131,8 @@ export class FilesDestination implements Destination {
 
   /** The uploader of an object store, with the files the previous run left in the spool queued again. */
   async #startUploader (connection: Connection, spoolDir: string): Promise<Uploader> {
-    const { options, context } = { options: this.#options, context: this.#context }
+    const options = this.#options
+    const context = this.#context
     const uploader = new Uploader({
       connection,
       spoolDir,
@@ -136,9 +144,9 @@ export class FilesDestination implements Destination {
       now: context.now,
       onRemoved: (bytes) => { this.#spoolBytes -= bytes },
       onAttempt: (seconds, outcome, err) => {
-        context.metrics.uploaded(seconds, outcome)
-        if (outcome === 'ok') context.metrics.completed()
-        else context.metrics.error(err)
+        this.#metrics.upload.observe(seconds, outcome)
+        if (outcome === 'ok') this.#metrics.completed.add()
+        else this.#metrics.error(err)
       }
     })
     // Every file left in the spool is sealed now: upload it again under its own key.
@@ -152,7 +160,8 @@ export class FilesDestination implements Destination {
   }
 
   #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean): PartitionWriter {
-    const { options, context } = { options: this.#options, context: this.#context }
+    const options = this.#options
+    const context = this.#context
     const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
     const prefix = `${context.instanceId}_${this.name}_`
     const uploader = this.#uploader
@@ -171,14 +180,14 @@ export class FilesDestination implements Destination {
       logger: context.logger,
       now: context.now,
       onWritten: (bytes) => { this.#spoolBytes += bytes },
-      onSynced: (seconds) => { context.metrics.synced(seconds) },
+      onSynced: (seconds) => { this.#metrics.commit.observe(seconds) },
       onError: (err) => {
-        context.metrics.error(err)
+        this.#metrics.error(err)
         this.#unwritable = (err as Error).message
       },
       onSealed: uploader !== undefined
         ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
-        : () => { context.metrics.completed() }
+        : () => { this.#metrics.completed.add() }
     })
   }
 

@@ -7,7 +7,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import {
   assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
-  type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type Static
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type Static
 } from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
 
@@ -46,7 +46,7 @@ function classify (err: unknown): never {
   throw e
 }
 
-export class S3Connection implements Connection {
+export class S3Connection implements ObjectConnection {
   readonly type = 's3'
   readonly name: string
   readonly capabilities = { append: false } as const

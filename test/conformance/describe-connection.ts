@@ -1,8 +1,7 @@
 import { describe, expect, it, beforeEach, afterEach } from 'vitest'
 import { createHash, randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
-import type { Connection } from '../../core/connection.js'
-import { encodeSegment } from '../../core/path-encoding.js'
+import { canAppend, encodeSegment, type Connection } from '../../core/plugin-api.js'
 
 export interface ConnectionTestContext {
   /** A fresh connection over an empty key space (its own folder, bucket prefix or container). */
@@ -64,7 +63,7 @@ export function describeConnection (name: string, backend: ConnectionUnderTest):
 
     it('makes no network call or I/O at construction and declares its capabilities', () => {
       expect(typeof context.connection.capabilities.append).toBe('boolean')
-      if (context.connection.capabilities.append) expect(typeof context.connection.localPath).toBe('function')
+      if (canAppend(context.connection)) expect(typeof context.connection.localPath).toBe('function')
     })
 
     it('writes a buffer and reads it back; list shows its key and size', async () => {
