@@ -16,7 +16,6 @@ export interface ConnectionCapabilities {
 
 export interface PutOptions {
   contentType?: string
-  contentEncoding?: string
   /** Byte length of the body, when known: lets object stores choose a single-request upload. */
   size?: number
   /** Aborts the upload; the key is then left as it was. */

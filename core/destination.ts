@@ -34,8 +34,6 @@ export interface Destination {
    * other destinations: never modify them.
    */
   accept(events: readonly RoutedEvent[]): Promise<void>
-  /** Makes everything accepted so far durable and complete (files sealed, uploads done where possible). */
-  flush(): Promise<void>
   /**
    * Flushes, then releases every resource. No `accept` follows. On `reload`, a destination of the
    * same name opens right after: work that can resume there (e.g. uploads) need not be waited for.

@@ -40,6 +40,8 @@ export const EVS_ERR_MEDIA_TYPE_UNSUPPORTED = createError<'EVS_ERR_MEDIA_TYPE_UN
 export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>(
   'EVS_ERR_BODY_ABORTED', 'The client closed the connection before the body was complete', 400)
 
+export const EVS_ERR_INTERNAL = createError<'EVS_ERR_INTERNAL', 500, []>(
+  'EVS_ERR_INTERNAL', 'Internal error; see the server log', 500)
 export const EVS_ERR_DESTINATION_UNAVAILABLE = createError<'EVS_ERR_DESTINATION_UNAVAILABLE', 503, [string, string]>(
   'EVS_ERR_DESTINATION_UNAVAILABLE', 'Destination "%s" could not store the events (%s); retry later', 503)
 export const EVS_ERR_OVERLOADED = createError<'EVS_ERR_OVERLOADED', 503, [number, number]>(
@@ -62,8 +64,11 @@ export const EVS_ERR_CONNECTION_KEY_INVALID = createError<'EVS_ERR_CONNECTION_KE
   'EVS_ERR_CONNECTION_KEY_INVALID', 'Connection "%s" refused key "%s": keys are relative, "/"-separated, without "." or ".." segments', 500)
 export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_FOUND', 404, [string, string]>(
   'EVS_ERR_CONNECTION_NOT_FOUND', 'Connection "%s" has no object at key "%s"', 404)
-export const EVS_ERR_CONNECTION_CAPABILITY = createError<'EVS_ERR_CONNECTION_CAPABILITY', 500, [string, string]>(
-  'EVS_ERR_CONNECTION_CAPABILITY', 'Connection "%s" does not support %s', 500)
+
+export const EVS_ERR_PROBE_TIMEOUT = createError<'EVS_ERR_PROBE_TIMEOUT', 504, [string, number]>(
+  'EVS_ERR_PROBE_TIMEOUT', 'Connection "%s" gave no answer to the probe within %d s', 504)
+export const EVS_ERR_CLI_ARGUMENT = createError<'EVS_ERR_CLI_ARGUMENT', 500, [string]>(
+  'EVS_ERR_CLI_ARGUMENT', '%s', 500)
 
 export const EVS_ERR_RECOVERY = createError<'EVS_ERR_RECOVERY', 500, [string, string]>(
   'EVS_ERR_RECOVERY', 'Recovery of destination "%s" failed: %s', 500)

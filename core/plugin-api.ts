@@ -35,7 +35,7 @@ export { ZonedTime, type TimeParts } from './time.js'
 
 // Errors a plugin throws or recognises (every code is listed in the README).
 export {
-  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL
+  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL
 } from './errors.js'
 
 /** The name of the Fastify plugin that decorates `eventServerTypes`: a plugin's `dependencies`. */

@@ -91,7 +91,7 @@ describe('files destination layout', () => {
     await post(app, '/events/t/a', { n: 3 }) // a is now the most recent
     await post(app, '/events/t/c', { n: 4 }) // seals b
     await post(app, '/events/t/b', { n: 5 }) // b again: a new file; seals a
-    await app.eventServer.destinations.get('all')?.flush()
+    await app.close()
     const files = (await listFiles(out)).map((f) => f.replace(/\/\d{4}\/\d\d\/\d\d\/\d\d\//, '/'))
     expect(files).toEqual([
       'events/t/a/test-1_all_0000000001.jsonl',
@@ -132,7 +132,7 @@ describe('files destination layout', () => {
     const { app, out } = await server({ compression: 'gzip', flushEveryBytes: 6000 })
     // 23 kB of lines that compress to about 2 kB: one file, where uncompressed counting makes four.
     for (let i = 0; i < 20; i++) await post(app, '/events/t/r', { i, pad: 'x'.repeat(1000) })
-    await app.eventServer.destinations.get('all')?.flush()
+    await app.close()
     expect(await listFiles(out)).toHaveLength(1)
     expect(await readEvents(out)).toHaveLength(20)
   })

@@ -87,8 +87,7 @@ export class AzureBlobConnection implements ObjectConnection {
     const blob = (await this.#client()).getBlockBlobClient(this.#name(key))
     const common = {
       blobHTTPHeaders: {
-        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { blobContentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {})
       },
       ...(options.signal !== undefined ? { abortSignal: options.signal } : {})
     }

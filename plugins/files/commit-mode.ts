@@ -36,8 +36,8 @@ export class OpenFile {
   batch: Batch | undefined
   /** `retired`: takes no more lines, sealed once its last commit is done. `sealed`: being sealed or sealed. */
   state: 'active' | 'retired' | 'sealed' = 'active'
-  /** A write or sync failed: the file is retired and cut back to `written` when sealed. */
-  failed = false
+  /** The first write or sync that failed: the file is retired and cut back to `written` when sealed. */
+  failure: { readonly error: unknown } | undefined
   /** Exists on disk, its creation journalled. */
   created = false
   /** Bytes committed to this file (durable in it or, with a commit log, in the log). */

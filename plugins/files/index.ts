@@ -3,7 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import {
-  assertSafeKey, canAppend, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
+  assertSafeKey, canAppend, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
   type DestinationContext, type DestinationStats, type RoutedEvent, type SettingsProblem, type Static, type TimeParts
 } from '../../core/plugin-api.js'
 import { Journal } from './journal.js'
@@ -200,7 +200,7 @@ export class FilesDestination implements Destination {
    */
   accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
-    if (writer === undefined || this.#closed) return Promise.reject(new Error(`destination ${this.name} is not open`))
+    if (writer === undefined || this.#closed) return Promise.reject(new EVS_ERR_DESTINATION_UNAVAILABLE(this.name, 'it is not open'))
     if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
       return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
@@ -280,11 +280,6 @@ export class FilesDestination implements Destination {
 
   #maintain (): void {
     this.#writer?.sealExpired(this.#layout.period(this.#time.parts(this.#context.now())))
-  }
-
-  async flush (): Promise<void> {
-    await this.#writer?.flush()
-    await this.#uploader?.drain()
   }
 
   async close (options?: { reason: 'shutdown' | 'reload' }): Promise<void> {

@@ -230,7 +230,8 @@ export class PartitionWriter {
     const started = performance.now()
     this.#descriptors.pin(file)
     try {
-      if (file.failed) throw new Error('the file failed earlier')
+      // Lines that waited for a file that failed meanwhile fail with it.
+      if (file.failure !== undefined) throw file.failure.error
       const handle = this.#mode.needsDescriptor(file) ? await this.#descriptors.get(file) : undefined
       const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(batch.lines))] : batch.lines
       let bytes = 0
@@ -245,8 +246,8 @@ export class PartitionWriter {
   }
 
   #fail (file: OpenFile, err: unknown): void {
-    if (!file.failed) {
-      file.failed = true
+    if (file.failure === undefined) {
+      file.failure = { error: err }
       this.#options.logger.error({ err, key: file.key }, 'writing events failed')
       this.#options.onError?.(err)
     }
@@ -271,10 +272,10 @@ export class PartitionWriter {
     const path = this.#options.localPath(file.key)
     if (file.created) {
       // The file stays open (or is reopened, within the descriptor cap) to cut a failed write and sync.
-      if (!file.failed) await this.#mode.beforeSeal(file)
+      if (file.failure === undefined) await this.#mode.beforeSeal(file)
       const handle = await this.#descriptors.remove(file)
       try {
-        if (file.failed) await handle.truncate(file.written)
+        if (file.failure !== undefined) await handle.truncate(file.written)
         await handle.datasync()
       } finally {
         await handle.close()

@@ -81,8 +81,7 @@ export class GcsConnection implements ObjectConnection {
     const stream = file.createWriteStream({
       resumable: this.#options.uploadMode === 'resumable',
       metadata: {
-        ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { contentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { contentType: options.contentType } : {})
       }
     })
     try {

@@ -97,7 +97,6 @@ export class S3Connection implements ObjectConnection {
         Key: this.#key(key),
         Body: body,
         ...(options.contentType !== undefined ? { ContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { ContentEncoding: options.contentEncoding } : {}),
         ...(o.storageClass !== undefined ? { StorageClass: o.storageClass as never } : {}),
         ...(o.serverSideEncryption !== undefined ? { ServerSideEncryption: o.serverSideEncryption } : {}),
         ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {})
