@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { Static, TSchema } from 'typebox'
 import type { SettingsProblem } from './validation.js'
 
 /**

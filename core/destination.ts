@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { Static, TSchema } from 'typebox'
 import type { Connection } from './connection.js'
 import type { SettingsProblem } from './validation.js'
 

@@ -24,7 +24,7 @@ export type { BuiltinType, PluginModule, TypeRegistry } from './registry.js'
 export type { SettingsProblem } from './validation.js'
 
 // Option schemas: built with the TypeBox the server validates with.
-export { Type, type Static, type TSchema } from '@sinclair/typebox'
+export { Type, type Static, type TSchema } from 'typebox'
 
 // Helpers for connections.
 export { canAppend, isPermanent, markPermanent, writeAndDeleteProbe } from './connection.js'
