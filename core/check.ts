@@ -1,5 +1,6 @@
 import Fastify from 'fastify'
 import type { Connection } from './connection.js'
+import { EVS_ERR_PROBE_TIMEOUT } from './errors.js'
 import { loadSettings, type SettingsInput } from './settings.js'
 import type { SettingsProblem } from './validation.js'
 
@@ -31,7 +32,7 @@ async function probe (connection: Connection): Promise<ConnectionProbe> {
   try {
     await Promise.race([
       connection.check(),
-      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS / 1000} s`)), PROBE_TIMEOUT_MS) })
+      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new EVS_ERR_PROBE_TIMEOUT(connection.name, PROBE_TIMEOUT_MS / 1000)), PROBE_TIMEOUT_MS) })
     ])
     return { name: connection.name, type: connection.type, ok: true }
   } catch (err) {

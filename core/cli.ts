@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import type { FastifyInstance } from 'fastify'
+import { EVS_ERR_CLI_ARGUMENT } from './errors.js'
 import type { BuiltinType } from './registry.js'
 import { checkSettings } from './check.js'
 import { buildServer } from './server.js'
@@ -113,15 +114,15 @@ function report (s: SenderSummary): string {
 function positive (name: string, text: string | undefined, fallback: number, allowZero = false): number {
   if (text === undefined) return fallback
   const value = Number(text)
-  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new Error(`--${name} expects a ${allowZero ? 'non-negative' : 'positive'} number, got "${text}"`)
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new EVS_ERR_CLI_ARGUMENT(`--${name} expects a ${allowZero ? 'non-negative' : 'positive'} number, got "${text}"`)
   return value
 }
 
 async function sendCommand (values: Record<string, string | boolean | undefined>): Promise<number> {
   const url = values.url as string | undefined
-  if (url === undefined) throw new Error('send needs --url, e.g. --url http://localhost:11004')
+  if (url === undefined) throw new EVS_ERR_CLI_ARGUMENT('send needs --url, e.g. --url http://localhost:11004')
   const durationS = values.duration === undefined ? undefined : parseDuration(values.duration as string)
-  if (values.duration !== undefined && durationS === undefined) throw new Error(`--duration expects e.g. 30s, 2m or 500ms, got "${String(values.duration)}"`)
+  if (values.duration !== undefined && durationS === undefined) throw new EVS_ERR_CLI_ARGUMENT(`--duration expects e.g. 30s, 2m or 500ms, got "${String(values.duration)}"`)
   const count = values.count === undefined ? undefined : positive('count', values.count as string, 0)
   const options = {
     url,

@@ -12,6 +12,9 @@ export const EVS_ERR_PLUGIN_LOAD = createError<'EVS_ERR_PLUGIN_LOAD', 500, [stri
 export const EVS_ERR_PLUGIN_TYPE_DUPLICATE = createError<'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 500, [string, string]>(
   'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 'A %s type named "%s" is already registered', 500)
 
+export const EVS_ERR_METRIC_CONFLICT = createError<'EVS_ERR_METRIC_CONFLICT', 500, [string]>(
+  'EVS_ERR_METRIC_CONFLICT', 'Metric "%s" is declared again with another kind, help or label, or its name is taken or not of the form evs_[a-z0-9_]+', 500)
+
 export const EVS_ERR_AUTH_REQUIRED = createError<'EVS_ERR_AUTH_REQUIRED', 401, []>(
   'EVS_ERR_AUTH_REQUIRED',
   'Authentication required: send an events key as "Authorization: Bearer <key>", as the password of Basic auth, or in the configured key header',
@@ -71,8 +74,11 @@ export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_
   'EVS_ERR_CONNECTION_NOT_FOUND', 'Connection "%s" has no object at key "%s"', 404)
 export const EVS_ERR_CONNECTION_TIMEOUT = createError<'EVS_ERR_CONNECTION_TIMEOUT', 503, [string, string]>(
   'EVS_ERR_CONNECTION_TIMEOUT', 'Connection "%s" timed out: %s', 503)
-export const EVS_ERR_CONNECTION_CAPABILITY = createError<'EVS_ERR_CONNECTION_CAPABILITY', 500, [string, string]>(
-  'EVS_ERR_CONNECTION_CAPABILITY', 'Connection "%s" does not support %s', 500)
+
+export const EVS_ERR_PROBE_TIMEOUT = createError<'EVS_ERR_PROBE_TIMEOUT', 504, [string, number]>(
+  'EVS_ERR_PROBE_TIMEOUT', 'Connection "%s" gave no answer to the probe within %d s', 504)
+export const EVS_ERR_CLI_ARGUMENT = createError<'EVS_ERR_CLI_ARGUMENT', 500, [string]>(
+  'EVS_ERR_CLI_ARGUMENT', '%s', 500)
 
 export const EVS_ERR_RECOVERY = createError<'EVS_ERR_RECOVERY', 500, [string, string]>(
   'EVS_ERR_RECOVERY', 'Recovery of destination "%s" failed: %s', 500)

@@ -85,7 +85,6 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
     }
     const events = byLabel(metrics.destinationEvents)
     const bytes = byLabel(metrics.destinationBytes)
-    const completed = byLabel(metrics.filesCompleted)
     const destinations: Record<string, unknown> = {}
     for (const [name, destination] of server.destinations) {
       const stats = destination.stats?.() ?? {}
@@ -93,7 +92,7 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
       destinations[name] = {
         eventsWritten: events[name] ?? 0,
         bytesWritten: bytes[name] ?? 0,
-        filesCompleted: completed[name] ?? 0,
+        filesCompleted: metrics.counted('evs_files_completed_total', name),
         openFiles: stats.openFiles ?? 0,
         pendingBytes: stats.pendingBytes ?? 0,
         oldestPendingAgeS: oldest === undefined ? null : Math.max(0, (now() - oldest) / 1000),

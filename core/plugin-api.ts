@@ -13,19 +13,21 @@
 
 // The contracts.
 export type {
-  Connection, ConnectionCapabilities, ConnectionContext, ConnectionType, ObjectInfo, PermanentError, PutOptions
+  AppendableConnection, Connection, ConnectionCapabilities, ConnectionContext, ConnectionType, ObjectConnection, ObjectInfo,
+  PermanentError, PutOptions
 } from './connection.js'
 export type {
-  Destination, DestinationCheckContext, DestinationContext, DestinationMetrics, DestinationStats, DestinationType, RoutedEvent
+  Destination, DestinationCheckContext, DestinationContext, DestinationCounter, DestinationHistogram, DestinationMetrics,
+  DestinationStats, DestinationType, RoutedEvent
 } from './destination.js'
 export type { BuiltinType, PluginModule, TypeRegistry } from './registry.js'
 export type { SettingsProblem } from './validation.js'
 
 // Option schemas: built with the TypeBox the server validates with.
-export { Type, type Static, type TSchema } from '@sinclair/typebox'
+export { Type, type Static, type TSchema } from 'typebox'
 
 // Helpers for connections.
-export { isPermanent, markPermanent, writeAndDeleteProbe } from './connection.js'
+export { canAppend, isPermanent, markPermanent, writeAndDeleteProbe } from './connection.js'
 export { assertSafeKey, encodeSegment, isSafeKey, MAX_SEGMENT_LENGTH } from './path-encoding.js'
 
 // Helpers for destinations: calendar parts in the server's time zone, as folder names use them.
@@ -33,7 +35,8 @@ export { ZonedTime, type TimeParts } from './time.js'
 
 // Errors a plugin throws or recognises (every code is listed in the README).
 export {
-  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, EVS_ERR_CONNECTION_TIMEOUT, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL
+  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, EVS_ERR_CONNECTION_TIMEOUT, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY,
+  EVS_ERR_SPOOL_FULL
 } from './errors.js'
 
 /** The name of the Fastify plugin that decorates `eventServerTypes`: a plugin's `dependencies`. */

@@ -3,13 +3,16 @@ import { isAbsolute, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { TSchema } from 'typebox'
 import type { ConnectionType } from './connection.js'
 import type { DestinationType } from './destination.js'
 import { EVS_ERR_PLUGIN_LOAD, EVS_ERR_PLUGIN_TYPE_DUPLICATE } from './errors.js'
 
 export interface TypeRegistry {
-  registerConnectionType(definition: ConnectionType<any>): void
-  registerDestinationType(definition: DestinationType<any>): void
+  /** Adds a connection type; its options are typed by its schema. */
+  registerConnectionType<S extends TSchema>(definition: ConnectionType<S>): void
+  /** Adds a destination type; its options are typed by its schema. */
+  registerDestinationType<S extends TSchema>(definition: DestinationType<S>): void
   readonly connectionTypes: ReadonlyMap<string, ConnectionType<any>>
   readonly destinationTypes: ReadonlyMap<string, DestinationType<any>>
 }
@@ -46,11 +49,11 @@ function createTypeRegistry (): TypeRegistry {
     destinationTypes,
     registerConnectionType (definition) {
       if (connectionTypes.has(definition.type)) throw new EVS_ERR_PLUGIN_TYPE_DUPLICATE('connection', definition.type)
-      connectionTypes.set(definition.type, definition)
+      connectionTypes.set(definition.type, definition as ConnectionType<any>)
     },
     registerDestinationType (definition) {
       if (destinationTypes.has(definition.type)) throw new EVS_ERR_PLUGIN_TYPE_DUPLICATE('destination', definition.type)
-      destinationTypes.set(definition.type, definition)
+      destinationTypes.set(definition.type, definition as DestinationType<any>)
     }
   }
 }

@@ -76,4 +76,11 @@ describe('the import rules of docs/architecture.md', () => {
       'core/plugin-api.ts', 'core/registry.ts', 'core/time.ts', 'core/validation.ts'
     ])
   })
+
+  it('the example third-party plugin imports the plugin API as a package, and nothing else of this one', async () => {
+    const imports = await importsOf('test/fixtures/dss-event-server-plugin-webhook/index.js')
+    expect(imports).toContain('dss-event-server/plugin-api')
+    // fastify: only its types, in a JSDoc comment.
+    expect(imports.filter((i) => !['dss-event-server/plugin-api', 'fastify-plugin', 'fastify'].includes(i) && !i.startsWith('node:'))).toEqual([])
+  })
 })

@@ -31,7 +31,11 @@ function options (extra: Partial<AzureBlobOptions> = {}): AzureBlobOptions {
 }
 
 describeConnection('azure-blob (Azurite)', {
-  create: async () => new AzureBlobConnection(options(), { name: 'azure' })
+  create: async () => new AzureBlobConnection(options(), { name: 'azure' }),
+  observed: ({ url }) => {
+    const { connectionString: _, ...rest } = options()
+    return new AzureBlobConnection({ ...rest, accountName: AZURITE_ACCOUNT, accountKey: AZURITE_KEY, endpoint: `${url}/${AZURITE_ACCOUNT}` }, { name: 'azure' })
+  }
 })
 
 describe('azure-blob connection', () => {

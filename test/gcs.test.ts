@@ -23,11 +23,13 @@ function options (extra: Partial<GcsOptions> = {}): GcsOptions {
 }
 
 describeConnection('gcs (Cloud Storage emulator)', {
-  create: async () => new GcsConnection(options(), { name: 'gcs', baseDir: process.cwd() })
+  create: async () => new GcsConnection(options(), { name: 'gcs', baseDir: process.cwd() }),
+  observed: ({ url }) => new GcsConnection(options({ apiEndpoint: url }), { name: 'gcs', baseDir: process.cwd() })
 })
 
 describeConnection('gcs (Cloud Storage emulator, simple uploads)', {
-  create: async () => new GcsConnection(options({ uploadMode: 'simple' }), { name: 'gcs', baseDir: process.cwd() })
+  create: async () => new GcsConnection(options({ uploadMode: 'simple' }), { name: 'gcs', baseDir: process.cwd() }),
+  observed: ({ url }) => new GcsConnection(options({ uploadMode: 'simple', apiEndpoint: url }), { name: 'gcs', baseDir: process.cwd() })
 })
 
 describe('gcs connection', () => {

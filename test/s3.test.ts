@@ -37,7 +37,8 @@ function options (extra: Partial<S3Options> = {}): S3Options {
 }
 
 describeConnection('s3 (s3rver)', {
-  create: async () => new S3Connection(options(), { name: 's3' })
+  create: async () => new S3Connection(options(), { name: 's3' }),
+  observed: ({ url }) => new S3Connection(options({ endpoint: url }), { name: 's3' })
 })
 
 describe('s3 connection', () => {

@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static } from 'typebox'
 
 // The one source of truth for the settings document. Type-specific options of connections and
 // destinations are validated by the schema their plugin registers (see core/registry.ts).

@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import { BlobServiceClient, StorageSharedKeyCredential, type BlockBlobClient, type ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob'
 import {
   assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
-  type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
 } from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
 import { ConnectTimeoutS, IdleTimeoutS, timedAgent } from '../object-store-timeouts.js'
@@ -50,7 +50,7 @@ function serviceUrl (o: AzureBlobOptions): string {
   return (o.endpoint ?? `https://${o.accountName as string}.blob.core.windows.net`).replace(/\/+$/, '')
 }
 
-export class AzureBlobConnection implements Connection {
+export class AzureBlobConnection implements ObjectConnection {
   readonly type = 'azure-blob'
   readonly name: string
   readonly capabilities = { append: false } as const
@@ -103,8 +103,7 @@ export class AzureBlobConnection implements Connection {
     const blob = (await this.#client()).getBlockBlobClient(this.#name(key))
     const common = {
       blobHTTPHeaders: {
-        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { blobContentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {})
       },
       ...(options.signal !== undefined ? { abortSignal: options.signal } : {})
     }

@@ -16,7 +16,6 @@ export interface Layout {
   folder(topic: string, routingKey: string, time: TimeParts): string
   /** Identifies the time partition; a file never spans two. Empty when the layout has no time token. */
   period(time: TimeParts): string
-  readonly template: string
 }
 
 const PERIOD_TOKENS: Record<PartitioningPeriod, string> = {
@@ -100,7 +99,6 @@ export function compileLayout (options: LayoutOptions): Layout {
             : () => ''
 
   return {
-    template,
     period,
     folder (topic, routingKey, time) {
       let out = prefix

@@ -8,7 +8,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import {
   EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, isSafeKey, Type, writeAndDeleteProbe,
-  type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type Static
+  type AppendableConnection, type ConnectionContext, type ObjectInfo, type PutOptions, type Static
 } from '../../core/plugin-api.js'
 import { fsyncDir } from '../fs-sync.js'
 
@@ -20,7 +20,7 @@ export type FilesystemOptions = Static<typeof FilesystemOptionsSchema>
 
 const TEMP_SUFFIX = '.evs-tmp'
 
-export class FilesystemConnection implements Connection {
+export class FilesystemConnection implements AppendableConnection {
   readonly type = 'filesystem'
   readonly name: string
   readonly root: string

@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import { Storage, type Bucket, type StorageOptions } from '@google-cloud/storage'
 import {
   assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
-  type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
 } from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
 import { IdleTimeoutS, progressWatchdog } from '../object-store-timeouts.js'
@@ -40,7 +40,7 @@ function classify (err: unknown): never {
   throw classifyGcsError(err)
 }
 
-export class GcsConnection implements Connection {
+export class GcsConnection implements ObjectConnection {
   readonly type = 'gcs'
   readonly name: string
   readonly capabilities = { append: false } as const
@@ -93,8 +93,7 @@ export class GcsConnection implements Connection {
     const stream = file.createWriteStream({
       resumable: this.#options.uploadMode === 'resumable',
       metadata: {
-        ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { contentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { contentType: options.contentType } : {})
       }
     })
     // The SDK's own request timeout does not cover a streamed upload: a store that stops

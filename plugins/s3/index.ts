@@ -7,7 +7,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import {
   assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
-  type Connection, type ConnectionContext, type ObjectInfo, type PutOptions, type Static
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type Static
 } from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
 import { ConnectTimeoutS, connectTimeout, IdleTimeoutS, idleTimeout } from '../object-store-timeouts.js'
@@ -52,7 +52,7 @@ function classify (err: unknown, connection: string, o: S3Options): never {
   throw e
 }
 
-export class S3Connection implements Connection {
+export class S3Connection implements ObjectConnection {
   readonly type = 's3'
   readonly name: string
   readonly capabilities = { append: false } as const
@@ -106,7 +106,6 @@ export class S3Connection implements Connection {
         Key: this.#key(key),
         Body: body,
         ...(options.contentType !== undefined ? { ContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { ContentEncoding: options.contentEncoding } : {}),
         ...(o.storageClass !== undefined ? { StorageClass: o.storageClass as never } : {}),
         ...(o.serverSideEncryption !== undefined ? { ServerSideEncryption: o.serverSideEncryption } : {}),
         ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {})
