@@ -7,7 +7,6 @@ import { FilesDestination, FilesDestinationSchema } from '../plugins/files/index
 import { FilesystemConnection } from '../plugins/filesystem/index.js'
 import { fsSettings, listFiles, onCleanup, readEvents, start, tempDir } from './helpers.js'
 
-
 async function server (destination: Record<string, unknown>, clock?: { t: number }) {
   const dir = await tempDir()
   const app = await start({ document: fsSettings(destination), baseDir: dir, ...(clock !== undefined ? { now: () => clock.t } : {}) })
