@@ -9,7 +9,7 @@ export async function buildServer (options: BuildServerOptions = {}): ReturnType
   return await buildCoreServer({ builtinTypes, ...options })
 }
 
-/** Validates settings as `buildServer` would (see core/server.ts), with the built-in types. */
+/** Validates settings as `buildServer` would (see core/check.ts), with the built-in types. */
 export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: CheckOptions = {}): Promise<CheckResult> {
   return await checkCoreSettings(document, baseDir, env, { builtinTypes, ...options })
 }
