@@ -12,9 +12,12 @@ import type { SettingsProblem } from '../../core/validation.js'
 import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
-import { PartitionWriter, type SealedFile } from './partition-writer.js'
+import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
 import { repairFile } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
+import { SPOOL_SUFFIX, spoolLineHead, type ParquetCompression } from './parquet.js'
+import { moveIntoPlace, ParquetStage, pruneEmptyFolders } from './parquet-stage.js'
+import { loadZstd } from './zstd.js'
 
 async function startLog (log: CommitLog): Promise<CommitLog> {
   await log.start()
@@ -95,7 +98,12 @@ export const FilesDestinationSchema = Type.Object({
   pathFormat: Type.Optional(Type.String({ minLength: 1, description: 'overrides the folder layout; tokens %{topic} %{routingKey} %Y %M %D %H' })),
   flushEveryBytes: Type.Integer({ default: 100 * 1024 * 1024, minimum: 0 }),
   flushEveryS: Type.Optional(Type.Number({ minimum: 0, description: 'default: 0 on an appendable connection (filesystem), 300 on object stores' })),
-  compression: literals(['none', 'gzip'] as const, 'none'),
+  format: literals(['jsonl', 'parquet'] as const, 'jsonl'),
+  compression: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('gzip'), Type.Literal('zstd'), Type.Literal('snappy')], { description: 'jsonl: none (default), gzip or zstd; parquet: zstd (default), snappy, gzip or none' })),
+  zstdLevel: Type.Integer({ default: 3, minimum: 1, maximum: 19 }),
+  rowGroupRows: Type.Integer({ default: 100_000, minimum: 1, description: 'parquet: most events in a row group' }),
+  rowGroupBytes: Type.Integer({ default: 32 * 1024 * 1024, minimum: 65536, description: 'parquet: most bytes of spooled JSON lines in a row group; bounds the memory of a conversion' }),
+  conversionTimeoutS: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'parquet: a conversion taking longer is stopped and retried' }),
   durability: literals(['fsync', 'write'] as const, 'fsync'),
   maxOpenFiles: Type.Integer({ default: 256, minimum: 1, description: 'file descriptors kept open' }),
   maxActiveFiles: Type.Integer({ default: 10000, minimum: 1, description: 'files being written at once' }),
@@ -111,6 +119,16 @@ export const FilesDestinationSchema = Type.Object({
 }, { additionalProperties: false })
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
+
+/** The compression in force: the setting, or the format's default. */
+/** How a file was written, from its name (it may predate the current settings). */
+function compressionOfKey (key: string): Compression {
+  return key.endsWith('.gz') ? 'gzip' : key.endsWith('.zst') ? 'zstd' : 'none'
+}
+
+function compressionOf (options: FilesDestinationOptions): NonNullable<FilesDestinationOptions['compression']> {
+  return options.compression ?? (options.format === 'parquet' ? 'zstd' : 'none')
+}
 
 const MAINTENANCE_INTERVAL_MS = 1000
 const OBJECT_STORE_FLUSH_EVERY_S = 300
@@ -133,6 +151,9 @@ export class FilesDestination implements Destination {
   #journal: Journal | undefined
   #log: CommitLog | undefined
   #uploader: Uploader | undefined
+  #stage: ParquetStage | undefined
+  /** Events go to a local spool first (object stores, and Parquet on any connection). */
+  #spooled = false
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
@@ -142,6 +163,8 @@ export class FilesDestination implements Destination {
   // Folder per topic and routing key for the current period: encoding is done once, not per event.
   #folderPeriod = ''
   #folders = new Map<string, string>()
+  /** Parquet: the start of spool lines, per topic and routing key. */
+  #heads = new Map<string, Buffer>()
 
   constructor (options: FilesDestinationOptions, context: DestinationContext) {
     this.name = context.name
@@ -158,8 +181,12 @@ export class FilesDestination implements Destination {
     if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
     const appendable = connection.capabilities.append && connection.localPath !== undefined
+    const parquet = options.format === 'parquet'
+    // Parquet files are made whole from a sealed spool file, on every connection.
+    const spooled = !appendable || parquet
+    this.#spooled = spooled
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
-    const localPath = appendable
+    const localPath = !spooled
       ? (connection.localPath as (key: string) => string).bind(connection)
       : (key: string): string => {
           assertSafeKey(this.name, key)
@@ -180,7 +207,7 @@ export class FilesDestination implements Destination {
     await log.clear()
     for (const entry of journal.unsealed()) {
       try {
-        const result = await repairFile(localPath(entry.key), options.compression, join(context.stateDir, 'torn'), logger)
+        const result = await repairFile(localPath(entry.key), compressionOfKey(entry.key), join(context.stateDir, 'torn'), logger)
         logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
       } catch (err) {
         throw new EVS_ERR_RECOVERY(this.name, `${entry.key}: ${(err as Error).message}`)
@@ -189,11 +216,12 @@ export class FilesDestination implements Destination {
     }
     await journal.compact()
 
+    const quarantineDir = join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`)
     if (!appendable) {
-      const uploader = new Uploader({
+      this.#uploader = new Uploader({
         connection,
         spoolDir,
-        quarantineDir: join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`),
+        quarantineDir,
         concurrency: options.maxConcurrentUploads,
         retryInitialMs: options.uploadRetryInitialS * 1000,
         retryMaxMs: options.uploadRetryMaxS * 1000,
@@ -206,23 +234,47 @@ export class FilesDestination implements Destination {
           else context.metrics.error(err)
         }
       })
-      this.#uploader = uploader
-      // Every file left in the spool is sealed now: upload it again under its own key.
-      const left = await spoolFiles(spoolDir)
-      for (const file of left) {
-        this.#spoolBytes += file.size
-        uploader.enqueue(file)
-      }
-      if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
     }
-
-    const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
-    const prefix = `${context.instanceId}_${this.name}_`
     const uploader = this.#uploader
+    // Sealed spool files of a Parquet destination go through this stage (whatever the format now
+    // says: a spool may hold Parquet files of a previous run).
+    const stage = new ParquetStage({
+      spoolDir,
+      quarantineDir,
+      convert: { compression: parquet ? compressionOf(options) as ParquetCompression : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
+      timeoutMs: options.conversionTimeoutS * 1000,
+      retryInitialMs: options.uploadRetryInitialS * 1000,
+      retryMaxMs: options.uploadRetryMaxS * 1000,
+      logger,
+      place: uploader !== undefined
+        ? (file) => { uploader.enqueue(file) }
+        : async (file) => {
+          await moveIntoPlace(file.path, (connection.localPath as (key: string) => string).call(connection, file.key))
+          this.#spoolBytes -= file.size
+          context.metrics.completed()
+          await pruneEmptyFolders(dirname(file.path), spoolDir)
+        },
+      onSpoolBytes: (delta) => { this.#spoolBytes += delta },
+      onError: (err) => { context.metrics.error(err) }
+    })
+    this.#stage = stage
+    // Every file left in the spool is sealed now: convert, place or upload it under its own key.
+    const left = await spoolFiles(spoolDir)
+    for (const file of left) this.#spoolBytes += file.size
+    const others = await stage.recover(left)
+    if (uploader !== undefined) for (const file of others) uploader.enqueue(file)
+    else if (others.length > 0) logger.warn({ files: others.map((f) => f.path) }, 'files in the spool that this destination does not place (it writes to a filesystem): left as they are')
+    if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'handling files left in the spool by the previous run')
+
+    const compression = compressionOf(options)
+    const extension = parquet ? SPOOL_SUFFIX : compression === 'gzip' ? '.jsonl.gz' : compression === 'zstd' ? '.jsonl.zst' : '.jsonl'
+    if (!parquet && compression === 'zstd') await loadZstd() // fail now, not on the first event
+    const prefix = `${context.instanceId}_${this.name}_`
     this.#writer = new PartitionWriter({
       localPath,
       fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
-      compression: options.compression,
+      compression: parquet ? 'none' : compression as Compression,
+      zstdLevel: options.zstdLevel,
       durability: options.durability,
       flushEveryBytes: options.flushEveryBytes,
       flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
@@ -233,15 +285,18 @@ export class FilesDestination implements Destination {
       journal,
       logger,
       now: context.now,
-      onWritten: (bytes) => { this.#spoolBytes += bytes },
+      onWritten: spooled ? (bytes) => { this.#spoolBytes += bytes } : undefined,
       onSynced: (seconds) => { context.metrics.synced(seconds) },
       onError: (err) => {
         context.metrics.error(err)
         this.#unwritable = (err as Error).message
       },
-      onSealed: uploader !== undefined
-        ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
-        : () => { context.metrics.completed() }
+      onSealed: (file: SealedFile) => {
+        const spoolFile = { key: file.key, path: file.path, size: file.size, since: file.openedAt }
+        if (parquet) stage.enqueue(spoolFile)
+        else if (uploader !== undefined) uploader.enqueue(spoolFile)
+        else context.metrics.completed()
+      }
     })
     this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
     // Readiness: a probe file where this destination writes first (its folder, or the spool).
@@ -255,9 +310,10 @@ export class FilesDestination implements Destination {
   accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
     if (writer === undefined || this.#closed) return Promise.reject(new Error(`destination ${this.name} is not open`))
-    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+    if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
       return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
+    const parquet = this.#options.format === 'parquet'
     let lastAt = Number.NaN
     let parts: TimeParts | undefined
     let period = ''
@@ -279,6 +335,11 @@ export class FilesDestination implements Destination {
         const found = byFolder.get(folder)
         if (found === undefined) byFolder.set(folder, lines = [])
         else lines = found
+      }
+      if (parquet) {
+        // The spool line carries topic and routing key, which the folder may not tell.
+        lines.push(this.#head(event.topic, event.routingKey), event.line.subarray(1))
+        continue
       }
       // Lines of one request are views into one buffer: neighbours merge into a single write vector.
       const previous = lines[lines.length - 1]
@@ -308,6 +369,17 @@ export class FilesDestination implements Destination {
     return folder
   }
 
+  #head (topic: string, routingKey: string): Buffer {
+    const cacheKey = `${topic}\u0000${routingKey}`
+    let head = this.#heads.get(cacheKey)
+    if (head === undefined) {
+      if (this.#heads.size > FOLDER_CACHE_LIMIT) this.#heads.clear()
+      head = spoolLineHead(topic, routingKey)
+      this.#heads.set(cacheKey, head)
+    }
+    return head
+  }
+
   async #probe (): Promise<void> {
     const path = this.#probePath as string
     try {
@@ -324,8 +396,8 @@ export class FilesDestination implements Destination {
   ready (): { ready: true } | { ready: false, reason: string } {
     if (this.#closed || this.#writer === undefined) return { ready: false, reason: 'not open' }
     if (this.#unwritable !== undefined) return { ready: false, reason: `cannot write: ${this.#unwritable}` }
-    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
-      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
+    if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for conversion or upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
     }
     return { ready: true }
   }
@@ -336,6 +408,7 @@ export class FilesDestination implements Destination {
 
   async flush (): Promise<void> {
     await this.#writer?.flush()
+    await this.#stage?.drain()
     await this.#uploader?.drain()
   }
 
@@ -345,9 +418,12 @@ export class FilesDestination implements Destination {
     if (this.#timer !== undefined) clearInterval(this.#timer)
     if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer)
     await this.#writer?.flush()
-    // On reload the next instance of this destination uploads what is left in the spool at once:
-    // waiting here would hold every request for the grace period.
-    await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    // On reload the next instance of this destination converts and uploads what is left in the
+    // spool at once: waiting here would hold every request for the grace period.
+    const graceMs = options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000
+    const started = Date.now()
+    await this.#stage?.close(graceMs)
+    await this.#uploader?.close(Math.max(0, graceMs - (Date.now() - started)))
     // Every file is sealed, so synced: the commit log holds nothing more.
     await this.#log?.close()
     if (this.#journal?.unsealed().length === 0) await this.#log?.clear()
@@ -359,6 +435,8 @@ export class FilesDestination implements Destination {
     return {
       connection: this.#connection?.name,
       ...this.#writer?.stats,
+      ...(this.#options.format === 'parquet' && this.#stage !== undefined ? { parquet: { ...this.#stage.stats } } : {}),
+      ...(this.#spooled && uploads === undefined ? { pendingBytes: this.#spoolBytes, spoolBytes: this.#spoolBytes } : {}),
       ...(uploads !== undefined
         ? {
             pendingBytes: this.#spoolBytes,
@@ -375,6 +453,9 @@ export class FilesDestination implements Destination {
 
 function checkFilesDestination (options: FilesDestinationOptions, context: DestinationCheckContext): SettingsProblem[] {
   const problems = checkLayout(options)
+  if (options.format !== 'parquet' && options.compression === 'snappy') {
+    problems.push({ path: '/compression', message: 'expected "none", "gzip" or "zstd" with format "jsonl" ("snappy" is for format "parquet"), got "snappy"' })
+  }
   if (!context.connections.has(options.connection)) {
     const names = [...context.connections.keys()].map((n) => JSON.stringify(n)).join(', ')
     problems.push({ path: '/connection', message: `expected the name of a connection defined in "connections" (${names === '' ? 'none is defined' : names}), got ${JSON.stringify(options.connection)}` })

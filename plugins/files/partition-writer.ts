@@ -1,17 +1,14 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { gzip } from 'node:zlib'
-import { promisify } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
 import { fsyncDir } from '../../core/fs-sync.js'
 import { Appender } from './appender.js'
+import { compressLines } from './compression.js'
 import { Deferred } from './deferred.js'
 import type { Journal } from './journal.js'
 import type { CommitLog } from './commit-log.js'
 
-const gzipAsync = promisify(gzip)
-
-export type Compression = 'none' | 'gzip'
+export type Compression = 'none' | 'gzip' | 'zstd'
 export type Durability = 'fsync' | 'write'
 
 export interface WriterOptions {
@@ -20,6 +17,8 @@ export interface WriterOptions {
   /** File name (last key segment) of the file with this sequence number. */
   fileName(seq: number): string
   compression: Compression
+  /** With compression zstd: its level. */
+  zstdLevel?: number
   durability: Durability
   /** A file is sealed once it holds this many bytes; 0 seals it after every write. */
   flushEveryBytes: number
@@ -293,7 +292,8 @@ export class PartitionWriter {
       // With a commit log only a new file needs its descriptor now (its creation must be journalled
       // before its first record); other files are written when they have one, or later.
       if (this.#options.commitLog === undefined || this.#options.durability !== 'fsync' || !file.created) await this.#descriptor(file)
-      const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(lines))] : lines
+      const { compression } = this.#options
+      const data = compression === 'none' ? lines : [await compressLines(compression, lines, this.#options.zstdLevel)]
       let bytes = 0
       for (const d of data) bytes += d.length
       return { file, waiter, started, data, bytes, count }

@@ -3,12 +3,14 @@ import { basename, join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Compression } from './partition-writer.js'
+import { zstdFrames } from './zstd.js'
 
 export type RepairResult = 'missing' | 'intact' | 'repaired' | 'removed-empty'
 
-/** Offset where the complete part of the file ends: after its last newline, or its last whole gzip member. */
+/** Offset where the complete part of the file ends: after its last newline, or its last whole gzip member or zstd frame. */
 function completeLength (data: Buffer, compression: Compression): number {
   if (compression === 'none') return data.lastIndexOf(0x0a) + 1
+  if (compression === 'zstd') return zstdFrames(data).complete
   try {
     gunzipSync(data)
     return data.length

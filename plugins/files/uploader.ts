@@ -44,8 +44,10 @@ interface Job {
 }
 
 function contentTypeOf (key: string): { contentType: string } {
-  // `.gz` objects are stored as gzip files, not with Content-Encoding: clients would otherwise
-  // decompress them on download and readers expecting gzip would break.
+  // `.gz` and `.zst` objects are stored as such, not with Content-Encoding: clients would otherwise
+  // decompress them on download and readers expecting gzip or zstd would break.
+  if (key.endsWith('.parquet')) return { contentType: 'application/vnd.apache.parquet' }
+  if (key.endsWith('.zst')) return { contentType: 'application/zstd' }
   return { contentType: key.endsWith('.gz') ? 'application/gzip' : 'application/x-ndjson' }
 }
 
