@@ -90,10 +90,15 @@ export class ParquetStage {
   async recover (files: SpoolFile[]): Promise<SpoolFile[]> {
     const others: SpoolFile[] = []
     const paths = new Set(files.map((f) => f.path))
+    // Half-written conversions first: the conversions queued below write the same names.
+    for (const file of files) {
+      if (!file.key.endsWith(`${PARQUET_SUFFIX}.tmp`)) continue
+      await unlink(file.path).catch(ignoreMissing)
+      this.#options.onSpoolBytes(-file.size)
+    }
     for (const file of files) {
       if (file.key.endsWith(`${PARQUET_SUFFIX}.tmp`)) {
-        await unlink(file.path).catch(ignoreMissing)
-        this.#options.onSpoolBytes(-file.size)
+        continue
       } else if (file.key.endsWith(SPOOL_SUFFIX)) {
         if (paths.has(parquetOf(file).path)) {
           // Converted and synced before the crash: the JSON lines are not needed anymore.
