@@ -321,6 +321,7 @@ export class FilesDestination implements Destination {
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let lines: Buffer[] = []
+    let head: Buffer | undefined
     for (const event of events) {
       if (event.receivedAt !== lastAt) {
         lastAt = event.receivedAt
@@ -335,10 +336,11 @@ export class FilesDestination implements Destination {
         const found = byFolder.get(folder)
         if (found === undefined) byFolder.set(folder, lines = [])
         else lines = found
+        if (parquet) head = this.#head(event.topic, event.routingKey)
       }
-      if (parquet) {
+      if (head !== undefined) {
         // The spool line carries topic and routing key, which the folder may not tell.
-        lines.push(this.#head(event.topic, event.routingKey), event.line.subarray(1))
+        lines.push(head, event.line.subarray(1))
         continue
       }
       // Lines of one request are views into one buffer: neighbours merge into a single write vector.

@@ -222,6 +222,21 @@ function parseTimestamp (b: Buffer, start: number, end: number): number {
   return value
 }
 
+/** A copy of the last bytes seen in some place of the lines, to tell whether the next are the same. */
+class LastBytes {
+  #bytes = Buffer.alloc(256)
+  #length = -1
+
+  same (b: Buffer, start: number, end: number): boolean {
+    return end - start === this.#length && b.compare(this.#bytes, 0, this.#length, start, end) === 0
+  }
+
+  set (b: Buffer, start: number, end: number): void {
+    if (end - start > this.#bytes.length) this.#bytes = Buffer.alloc(2 * (end - start))
+    this.#length = b.copy(this.#bytes, 0, start, end)
+  }
+}
+
 /** Columns of one row group, filled line by line. */
 export class RowGroupColumns {
   serverTimestamp: number[] = []
@@ -234,6 +249,11 @@ export class RowGroupColumns {
   readonly #fields: Array<string | null> = COMMON_FIELDS.map(() => null)
   #lastTimestamp = ''
   #lastTimestampMs = 0
+  readonly #head = new LastBytes()
+  #topic = ''
+  #routingKey = ''
+  readonly #address = new LastBytes()
+  #origAddress = ''
 
   get rows (): number {
     return this.clientEvent.length
@@ -247,12 +267,19 @@ export class RowGroupColumns {
     let i = start + HEAD_TOPIC.length
     const topicEnd = stringEnd(b, i, end)
     if (topicEnd < 0) throw malformed('unterminated topic')
-    const topic = decodeString(b, i, topicEnd, escaped)
+    const topicEscaped = escaped
     if (!at(b, topicEnd, KEY_ROUTING_KEY)) throw malformed('expected "routingKey" after "topic"')
-    i = topicEnd + KEY_ROUTING_KEY.length
-    const routingKeyEnd = stringEnd(b, i, end)
+    const routingKeyStart = topicEnd + KEY_ROUTING_KEY.length
+    const routingKeyEnd = stringEnd(b, routingKeyStart, end)
     if (routingKeyEnd < 0) throw malformed('unterminated routingKey')
-    const routingKey = decodeString(b, i, routingKeyEnd, escaped)
+    // Lines of a file mostly share topic and routing key: decode them once, as one string each.
+    if (!this.#head.same(b, start, routingKeyEnd)) {
+      this.#head.set(b, start, routingKeyEnd)
+      this.#topic = decodeString(b, i, topicEnd, topicEscaped)
+      this.#routingKey = decodeString(b, routingKeyStart, routingKeyEnd, escaped)
+    }
+    const topic = this.#topic
+    const routingKey = this.#routingKey
     if (!at(b, routingKeyEnd, KEY_CLIENT_EVENT)) throw malformed('expected "clientEvent" after "routingKey"')
     const eventStart = routingKeyEnd + KEY_CLIENT_EVENT.length
 
@@ -271,9 +298,13 @@ export class RowGroupColumns {
     }
     const addressKey = q - KEY_ORIG_ADDRESS.length
     if (b[timestampKey - 1] !== QUOTE || addressKey <= eventStart || !at(b, addressKey, KEY_ORIG_ADDRESS)) throw malformed('expected "origAddress" before "serverTimestamp"')
-    let addressEscaped = false
-    for (let k = q + 1; k < timestampKey - 1 && !addressEscaped; k++) addressEscaped = b[k] === BACKSLASH
-    const origAddress = decodeString(b, q, timestampKey, addressEscaped)
+    if (!this.#address.same(b, q, timestampKey)) {
+      this.#address.set(b, q, timestampKey)
+      let addressEscaped = false
+      for (let k = q + 1; k < timestampKey - 1 && !addressEscaped; k++) addressEscaped = b[k] === BACKSLASH
+      this.#origAddress = decodeString(b, q, timestampKey, addressEscaped)
+    }
+    const origAddress = this.#origAddress
 
     if (!commonFields(b, eventStart, addressKey, this.#fields)) throw malformed('clientEvent is not a JSON object')
     const timestampText = b.toString('latin1', timestampStart, end - 2)
