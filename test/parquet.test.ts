@@ -138,6 +138,32 @@ describe('parquet output: filesystem', () => {
     expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toMatch(/evs_files_completed_total\{destination="all"\} 1/)
   })
 
+  it('an unwritable destination folder: /ready says so, events wait in the spool, and are placed once it is writable (at the next start here)', async () => {
+    const dir = await tempDir()
+    await mkdir(join(dir, 'out'), { recursive: true })
+    // A file where the destination folder must go: no folder can be made there, even as root.
+    await writeFile(join(dir, 'out', 'events'), 'not a folder')
+    const document = fsDocument([{ name: 'all', path: 'events', format: 'parquet', uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.1, uploadShutdownGraceS: 1 }])
+    const app = await start({ baseDir: dir, document })
+    const ready = await app.inject({ method: 'GET', url: '/ready' })
+    expect(ready.statusCode).toBe(503)
+    expect(ready.body).toContain('cannot write')
+    expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { n: 1 } })).statusCode).toBe(200)
+    await app.close()
+    const waiting = await listFiles(join(dir, 'data', 'state', 'all', 'spool'))
+    expect(waiting).toHaveLength(1)
+    expect(waiting[0]).toMatch(/\.parquet$/)
+
+    const { rm } = await import('node:fs/promises')
+    await rm(join(dir, 'out', 'events'))
+    const again = await start({ baseDir: dir, document })
+    expect((await again.inject({ method: 'GET', url: '/ready' })).statusCode).toBe(200)
+    await again.close()
+    const rows = await readParquet(await parquetFiles(join(dir, 'out')))
+    expect(rows.map((r) => r.clientEvent)).toEqual(['{"n":1}'])
+    expect(await listFiles(join(dir, 'data', 'state', 'all', 'spool'))).toEqual([])
+  })
+
   it('refuses snappy for JSON lines, with the settings path', async () => {
     const dir = await tempDir()
     await expect(start({ baseDir: dir, document: fsDocument([{ name: 'all', compression: 'snappy' }]) }))

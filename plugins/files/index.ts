@@ -157,7 +157,7 @@ export class FilesDestination implements Destination {
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
-  #probePath: string | undefined
+  #probePaths: string[] = []
   #timer: NodeJS.Timeout | undefined
   #closed = false
   // Folder per topic and routing key for the current period: encoding is done once, not per event.
@@ -302,7 +302,10 @@ export class FilesDestination implements Destination {
     // Readiness: a probe file where this destination writes first (its folder, or the spool).
     const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
     const folder = options.path.split('/').filter((s) => s !== '').join('/')
-    this.#probePath = localPath(folder === '' ? probeName : `${folder}/${probeName}`)
+    const probeKey = folder === '' ? probeName : `${folder}/${probeName}`
+    this.#probePaths = [localPath(probeKey)]
+    // Parquet on the filesystem: the files are placed in the destination folder, which must be writable too.
+    if (appendable && spooled) this.#probePaths.push((connection.localPath as (key: string) => string).call(connection, probeKey))
     await this.#probe()
     this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
   }
@@ -383,11 +386,12 @@ export class FilesDestination implements Destination {
   }
 
   async #probe (): Promise<void> {
-    const path = this.#probePath as string
     try {
-      await mkdir(dirname(path), { recursive: true })
-      await writeFile(path, 'probe\n')
-      await unlink(path)
+      for (const path of this.#probePaths) {
+        await mkdir(dirname(path), { recursive: true })
+        await writeFile(path, 'probe\n')
+        await unlink(path)
+      }
       this.#unwritable = undefined
     } catch (err) {
       if (this.#unwritable === undefined) this.#context.logger.error({ err }, 'the destination folder is not writable')
