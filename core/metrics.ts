@@ -158,7 +158,7 @@ export class Metrics {
       })
     }
     gauge('evs_open_files', 'Files open for writing', (d) => stat(d, 'openFiles'))
-    gauge('evs_spool_bytes', 'Bytes waiting in the spool for upload (object stores)', (d) => stat(d, 'pendingBytes'))
+    gauge('evs_spool_bytes', 'Bytes waiting in the spool for upload (object stores) or conversion (Parquet)', (d) => stat(d, 'pendingBytes'))
     gauge('evs_oldest_pending_seconds', 'Age of the oldest event waiting for upload (object stores)', (d) => {
       const since = stat(d, 'oldestPendingAt')
       return since === undefined ? undefined : Math.max(0, (this.#now() - since) / 1000)

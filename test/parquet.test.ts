@@ -128,14 +128,17 @@ describe('parquet output: filesystem', () => {
     const dir = await tempDir()
     const app = await start({ baseDir: dir, document: fsDocument([{ name: 'all', path: 'events', format: 'parquet', flushEveryS: 0.3 }]) })
     expect((await app.inject({ method: 'POST', url: '/events/t/r', payload: { n: 1 } })).statusCode).toBe(200)
+    // Completed means placed: counted once the file is in its folder and the folder synced.
+    const completed = async (): Promise<boolean> => /evs_files_completed_total\{destination="all"\} 1/.test((await app.inject({ method: 'GET', url: '/metrics' })).body)
     const until = Date.now() + 30_000
-    while ((await parquetFiles(join(dir, 'out'))).length === 0) {
-      if (Date.now() > until) throw new Error('no Parquet file after flushEveryS')
+    while (!(await completed())) {
+      if (Date.now() > until) throw new Error('no file completed after flushEveryS')
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
-    const stats = app.eventServer.destinations.get('all')?.stats?.() as { parquet: { converted: number, convertedRows: number } }
+    expect(await parquetFiles(join(dir, 'out'))).toHaveLength(1)
+    const stats = app.eventServer.destinations.get('all')?.stats?.() as { parquet: { converted: number, convertedRows: number }, pendingBytes: number }
     expect(stats.parquet).toMatchObject({ converted: 1, convertedRows: 1 })
-    expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toMatch(/evs_files_completed_total\{destination="all"\} 1/)
+    expect(stats.pendingBytes).toBe(0)
   })
 
   it('an unwritable destination folder: /ready says so, events wait in the spool, and are placed once it is writable (at the next start here)', async () => {
