@@ -15,7 +15,7 @@ import { checkLayout, compileLayout, type Layout } from './layout.js'
 import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
 import { repairFile } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
-import { SPOOL_SUFFIX, spoolLineHead, type ParquetCompression } from './parquet.js'
+import { SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
 import { moveIntoPlace, ParquetStage, pruneEmptyFolders } from './parquet-stage.js'
 import { loadZstd } from './zstd.js'
 
@@ -120,12 +120,12 @@ export const FilesDestinationSchema = Type.Object({
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
 
-/** The compression in force: the setting, or the format's default. */
 /** How a file was written, from its name (it may predate the current settings). */
 function compressionOfKey (key: string): Compression {
   return key.endsWith('.gz') ? 'gzip' : key.endsWith('.zst') ? 'zstd' : 'none'
 }
 
+/** The compression in force: the setting, or the format's default. */
 function compressionOf (options: FilesDestinationOptions): NonNullable<FilesDestinationOptions['compression']> {
   return options.compression ?? (options.format === 'parquet' ? 'zstd' : 'none')
 }
@@ -241,7 +241,7 @@ export class FilesDestination implements Destination {
     const stage = new ParquetStage({
       spoolDir,
       quarantineDir,
-      convert: { compression: parquet ? compressionOf(options) as ParquetCompression : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
+      convert: { compression: parquet ? compressionOf(options) : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
       timeoutMs: options.conversionTimeoutS * 1000,
       retryInitialMs: options.uploadRetryInitialS * 1000,
       retryMaxMs: options.uploadRetryMaxS * 1000,
@@ -273,6 +273,7 @@ export class FilesDestination implements Destination {
     this.#writer = new PartitionWriter({
       localPath,
       fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
+      // The settings check refuses snappy for JSON lines.
       compression: parquet ? 'none' : compression as Compression,
       zstdLevel: options.zstdLevel,
       durability: options.durability,
