@@ -172,4 +172,3 @@ export function serverTimestamp (ms) {
 export function jsonLine (e, address = '10.0.0.12') {
   return `{"clientEvent":${e.text},"origAddress":${JSON.stringify(address)},"serverTimestamp":"${serverTimestamp(e.at)}"}\n`
 }
-

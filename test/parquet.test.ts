@@ -345,10 +345,11 @@ describe('parquet: crashes and restarts', () => {
     const acked = new Set<number>()
     const spool = join(dir, 'data', 'state', 'all', 'spool')
     let next = 0
-    let converting = false
+    // Shared with the sender loop, which stops once a conversion is seen.
+    const seen = { converting: false }
     const pad = 'x'.repeat(900)
     const sender = (async () => {
-      while (!converting) {
+      while (!seen.converting) {
         const ids = Array.from({ length: 50 }, () => next++)
         const status = await post(first.url, ids.map((id) => JSON.stringify({ id, pad })).join('\n'), agent).catch(() => 0)
         if (status === 200) for (const id of ids) acked.add(id)
@@ -356,10 +357,10 @@ describe('parquet: crashes and restarts', () => {
       }
     })()
     const until = Date.now() + 60_000
-    while (!converting) {
+    while (!seen.converting) {
       if (Date.now() > until) throw new Error('no conversion seen')
-      converting = (await listFiles(spool)).some((f) => f.endsWith('.parquet.tmp'))
-      if (!converting) await new Promise((resolve) => setTimeout(resolve, 5))
+      seen.converting = (await listFiles(spool)).some((f) => f.endsWith('.parquet.tmp'))
+      if (!seen.converting) await new Promise((resolve) => setTimeout(resolve, 5))
     }
     first.process.kill('SIGKILL')
     expect(await first.exited).toBe('SIGKILL')

@@ -1,90 +1,21 @@
-import { mkdir, open as openFile, readdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, join, relative, resolve, sep } from 'node:path'
+import { mkdir, unlink, writeFile } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import type { Connection } from '../../core/connection.js'
-import type { Destination, DestinationCheckContext, DestinationContext, DestinationStats, RoutedEvent } from '../../core/destination.js'
-import { EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import { ZonedTime, type TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import {
+  assertSafeKey, canAppend, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
+  type DestinationContext, type DestinationStats, type RoutedEvent, type SettingsProblem, type Static, type TimeParts
+} from '../../core/plugin-api.js'
 import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
+import { filesMetrics, type FilesMetrics } from './metrics.js'
 import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
-import { repairFile } from './recovery.js'
-import { Uploader, type SpoolFile } from './uploader.js'
 import { SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
 import { moveIntoPlace, ParquetStage, pruneEmptyFolders } from './parquet-stage.js'
+import { recoverOpenFiles, spoolFiles } from './recovery.js'
+import { Uploader, type SpoolFile } from './uploader.js'
 import { loadZstd } from './zstd.js'
-
-async function startLog (log: CommitLog): Promise<CommitLog> {
-  await log.start()
-  return log
-}
-
-/**
- * Writes every logged record of a still-open file back at its offset, syncs those files and cuts
- * them at the end of their last record. Records of sealed files are skipped: those files were
- * synced (and, for object stores, may be uploaded and gone).
- */
-async function replayCommitLog (log: CommitLog, open: ReadonlySet<string>, localPath: (key: string) => string): Promise<{ records: number, files: number, torn: boolean }> {
-  const writes = new Map<string, Array<{ offset: number, data: Buffer }>>()
-  const { torn } = await log.replay(async (key, offset, data) => {
-    if (!open.has(key)) return
-    let list = writes.get(key)
-    if (list === undefined) writes.set(key, list = [])
-    list.push({ offset, data })
-  })
-  let records = 0
-  for (const [key, list] of writes) {
-    const path = localPath(key)
-    await mkdir(dirname(path), { recursive: true })
-    const handle = await open_(path)
-    try {
-      let end = 0
-      for (const { offset, data } of list) {
-        await handle.write(data, 0, data.length, offset)
-        end = Math.max(end, offset + data.length)
-        records++
-      }
-      await handle.truncate(end)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  }
-  return { records, files: writes.size, torn }
-}
-
-async function open_ (path: string): Promise<FileHandle> {
-  try {
-    return await openFile(path, 'r+')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    return await openFile(path, 'w')
-  }
-}
-
-/** Files in the spool, as keys relative to it; folders emptied by uploads are not files. */
-async function spoolFiles (spoolDir: string): Promise<SpoolFile[]> {
-  let entries
-  try {
-    entries = await readdir(spoolDir, { recursive: true, withFileTypes: true })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
-  const files: SpoolFile[] = []
-  for (const entry of entries) {
-    if (!entry.isFile()) continue
-    const path = join(entry.parentPath, entry.name)
-    const info = await stat(path)
-    files.push({ key: relative(spoolDir, path).split(sep).join('/'), path, size: info.size, since: info.mtimeMs })
-  }
-  return files.sort((a, b) => a.since - b.since)
-}
 
 const literals = <T extends string>(values: readonly T[], defaultValue: T) =>
   Type.Union(values.map((v) => Type.Literal(v)), { default: defaultValue })
@@ -109,7 +40,7 @@ export const FilesDestinationSchema = Type.Object({
   maxActiveFiles: Type.Integer({ default: 10000, minimum: 1, description: 'files being written at once' }),
   commitLog: Type.Boolean({ default: false, description: 'one sync per commit whatever the number of files touched' }),
   pipelinedCommits: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'group commits whose fdatasync may overlap' }),
-  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores only; default <stateDir>/<destination>/spool' })),
+  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores and Parquet; default <stateDir>/<destination>/spool' })),
   spoolMaxBytes: Type.Integer({ default: 1024 ** 3, minimum: 1 }),
   maxConcurrentUploads: Type.Integer({ default: 4, minimum: 1, maximum: 64 }),
   uploadRetryInitialS: Type.Number({ default: 1, exclusiveMinimum: 0 }),
@@ -119,11 +50,6 @@ export const FilesDestinationSchema = Type.Object({
 }, { additionalProperties: false })
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
-
-/** How a file was written, from its name (it may predate the current settings). */
-function compressionOfKey (key: string): Compression {
-  return key.endsWith('.gz') ? 'gzip' : key.endsWith('.zst') ? 'zstd' : 'none'
-}
 
 /** The compression in force: the setting, or the format's default. */
 function compressionOf (options: FilesDestinationOptions): NonNullable<FilesDestinationOptions['compression']> {
@@ -138,7 +64,10 @@ const FOLDER_CACHE_LIMIT = 10_000
  * Writes routed events as JSON lines into `<path>/<topic>/<routing-key>/<period>/` files of a
  * connection. On a connection that can append (the filesystem) the files written are the output;
  * on an object store they are written the same way into a local spool, and each sealed file is
- * uploaded as one object under the same key, then deleted from the spool.
+ * uploaded as one object under the same key, then deleted from the spool. With `format: parquet`
+ * events are spooled on every connection, each line headed with its topic and routing key, and a
+ * sealed spool file goes through the Parquet stage (converted in a worker thread) before it is
+ * placed in its folder or uploaded.
  */
 export class FilesDestination implements Destination {
   readonly name: string
@@ -146,6 +75,7 @@ export class FilesDestination implements Destination {
   readonly #context: DestinationContext
   readonly #layout: Layout
   readonly #time: ZonedTime
+  readonly #metrics: FilesMetrics
   #connection: Connection | undefined
   #writer: PartitionWriter | undefined
   #journal: Journal | undefined
@@ -154,6 +84,7 @@ export class FilesDestination implements Destination {
   #stage: ParquetStage | undefined
   /** Events go to a local spool first (object stores, and Parquet on any connection). */
   #spooled = false
+  #spoolDir: string | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
@@ -172,6 +103,11 @@ export class FilesDestination implements Destination {
     this.#context = context
     this.#layout = compileLayout(options)
     this.#time = new ZonedTime(context.timeZone)
+    this.#metrics = filesMetrics(context.metrics, {
+      openFiles: () => this.#writer?.stats.openFiles,
+      uploadRetries: () => this.#uploader?.stats.retries,
+      quarantined: () => this.#uploader?.stats.quarantined
+    })
   }
 
   async open (): Promise<void> {
@@ -180,100 +116,132 @@ export class FilesDestination implements Destination {
     const connection = context.connection(options.connection)
     if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
-    const appendable = connection.capabilities.append && connection.localPath !== undefined
+    const appendable = canAppend(connection)
     const parquet = options.format === 'parquet'
     // Parquet files are made whole from a sealed spool file, on every connection.
-    const spooled = !appendable || parquet
-    this.#spooled = spooled
+    const spooled = this.#spooled = !appendable || parquet
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
-    const localPath = !spooled
-      ? (connection.localPath as (key: string) => string).bind(connection)
+    this.#spoolDir = spoolDir
+    const localPath = !spooled && appendable
+      ? connection.localPath.bind(connection)
       : (key: string): string => {
           assertSafeKey(this.name, key)
           return join(spoolDir, ...key.split('/'))
         }
-    const logger = context.logger
-    const journal = await Journal.load(context.stateDir)
-    this.#journal = journal
-    // Replayed whatever the setting now says: a log left by the previous run holds acknowledged events.
-    const log = new CommitLog(join(context.stateDir, 'commit-log'), logger)
-    try {
-      const replayed = await replayCommitLog(log, new Set(journal.unsealed().map((e) => e.key)), localPath)
-      if (replayed.records > 0) logger.info(replayed, 'replayed the commit log into the files left open by the previous run')
-      if (replayed.torn) logger.warn('the commit log ended with a torn record (never acknowledged); it was ignored')
-    } catch (err) {
-      throw new EVS_ERR_RECOVERY(this.name, `commit log: ${(err as Error).message}`)
+    const journal = this.#journal = await Journal.load(context.stateDir)
+    const log = new CommitLog(join(context.stateDir, 'commit-log'), context.logger, context.now)
+    await recoverOpenFiles({
+      destination: this.name,
+      journal,
+      log,
+      localPath,
+      tornDir: join(context.stateDir, 'torn'),
+      logger: context.logger,
+      now: context.now
+    })
+    if (!appendable) this.#uploader = this.#startUploader(connection, spoolDir)
+    const stage = this.#stage = this.#startStage(connection, spoolDir)
+    await this.#recoverSpool(spoolDir)
+    if (!parquet && compressionOf(options) === 'zstd') await loadZstd() // fail now, not on the first event
+    if (options.commitLog && options.durability === 'fsync') {
+      await log.start()
+      this.#log = log
     }
-    await log.clear()
-    for (const entry of journal.unsealed()) {
-      try {
-        const result = await repairFile(localPath(entry.key), compressionOfKey(entry.key), join(context.stateDir, 'torn'), logger)
-        logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
-      } catch (err) {
-        throw new EVS_ERR_RECOVERY(this.name, `${entry.key}: ${(err as Error).message}`)
-      }
-      await journal.sealed(entry.seq)
-    }
-    await journal.compact()
+    this.#writer = this.#startWriter(journal, localPath, appendable, stage)
+    this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
+    // Readiness: a probe file where this destination writes first (its folder, or the spool).
+    const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
+    const folder = options.path.split('/').filter((s) => s !== '').join('/')
+    const probeKey = folder === '' ? probeName : `${folder}/${probeName}`
+    this.#probePaths = [localPath(probeKey)]
+    // Parquet on the filesystem: the files are placed in the destination folder, which must be writable too.
+    if (appendable && spooled) this.#probePaths.push(connection.localPath(probeKey))
+    await this.#probe()
+    this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
+  }
 
-    const quarantineDir = join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`)
-    if (!appendable) {
-      this.#uploader = new Uploader({
-        connection,
-        spoolDir,
-        quarantineDir,
-        concurrency: options.maxConcurrentUploads,
-        retryInitialMs: options.uploadRetryInitialS * 1000,
-        retryMaxMs: options.uploadRetryMaxS * 1000,
-        logger,
-        now: context.now,
-        onRemoved: (bytes) => { this.#spoolBytes -= bytes },
-        onAttempt: (seconds, outcome, err) => {
-          context.metrics.uploaded(seconds, outcome)
-          if (outcome === 'ok') context.metrics.completed()
-          else context.metrics.error(err)
-        }
-      })
-    }
-    const uploader = this.#uploader
-    // Sealed spool files of a Parquet destination go through this stage (whatever the format now
-    // says: a spool may hold Parquet files of a previous run).
-    const stage = new ParquetStage({
+  /** The uploader of an object store. */
+  #startUploader (connection: Connection, spoolDir: string): Uploader {
+    const options = this.#options
+    const context = this.#context
+    return new Uploader({
+      connection,
       spoolDir,
-      quarantineDir,
-      convert: { compression: parquet ? compressionOf(options) : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
+      quarantineDir: quarantineDirOf(spoolDir),
+      concurrency: options.maxConcurrentUploads,
+      retryInitialMs: options.uploadRetryInitialS * 1000,
+      retryMaxMs: options.uploadRetryMaxS * 1000,
+      logger: context.logger,
+      now: context.now,
+      onRemoved: (bytes) => { this.#spoolBytes -= bytes },
+      onAttempt: (seconds, outcome, err) => {
+        this.#metrics.upload.observe(seconds, outcome)
+        if (outcome === 'ok') this.#metrics.completed.add()
+        else this.#metrics.error(err)
+      }
+    })
+  }
+
+  /**
+   * The Parquet stage: converts sealed spool files, then places each Parquet file (queued for
+   * upload, or moved into its folder on the filesystem). Built whatever the format now says: a
+   * spool may hold Parquet files of a previous run.
+   */
+  #startStage (connection: Connection, spoolDir: string): ParquetStage {
+    const options = this.#options
+    const context = this.#context
+    const uploader = this.#uploader
+    let place: (file: SpoolFile) => Promise<void> | void
+    if (uploader !== undefined) {
+      place = (file) => { uploader.enqueue(file) }
+    } else {
+      if (!canAppend(connection)) throw new EVS_ERR_RECOVERY(this.name, `connection "${connection.name}" can neither append nor upload`)
+      const finalPath = connection.localPath.bind(connection)
+      place = async (file) => {
+        await moveIntoPlace(file.path, finalPath(file.key))
+        this.#spoolBytes -= file.size
+        this.#metrics.completed.add()
+        await pruneEmptyFolders(dirname(file.path), spoolDir)
+      }
+    }
+    return new ParquetStage({
+      spoolDir,
+      quarantineDir: quarantineDirOf(spoolDir),
+      convert: { compression: options.format === 'parquet' ? compressionOf(options) : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
       timeoutMs: options.conversionTimeoutS * 1000,
       retryInitialMs: options.uploadRetryInitialS * 1000,
       retryMaxMs: options.uploadRetryMaxS * 1000,
-      logger,
-      place: uploader !== undefined
-        ? (file) => { uploader.enqueue(file) }
-        : async (file) => {
-          await moveIntoPlace(file.path, (connection.localPath as (key: string) => string).call(connection, file.key))
-          this.#spoolBytes -= file.size
-          context.metrics.completed()
-          await pruneEmptyFolders(dirname(file.path), spoolDir)
-        },
+      logger: context.logger,
+      place,
       onSpoolBytes: (delta) => { this.#spoolBytes += delta },
-      onError: (err) => { context.metrics.error(err) }
+      onError: (err) => { this.#metrics.error(err) }
     })
-    this.#stage = stage
-    // Every file left in the spool is sealed now: convert, place or upload it under its own key.
+  }
+
+  /** Every file left in the spool is sealed now: convert, place or upload it under its own key. */
+  async #recoverSpool (spoolDir: string): Promise<void> {
+    const logger = this.#context.logger
     const left = await spoolFiles(spoolDir)
     for (const file of left) this.#spoolBytes += file.size
-    const others = await stage.recover(left)
+    const others = await (this.#stage as ParquetStage).recover(left)
+    const uploader = this.#uploader
     if (uploader !== undefined) for (const file of others) uploader.enqueue(file)
     else if (others.length > 0) logger.warn({ files: others.map((f) => f.path) }, 'files in the spool that this destination does not place (it writes to a filesystem): left as they are')
     if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'handling files left in the spool by the previous run')
+  }
 
+  #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean, stage: ParquetStage): PartitionWriter {
+    const options = this.#options
+    const context = this.#context
+    const parquet = options.format === 'parquet'
     const compression = compressionOf(options)
     const extension = parquet ? SPOOL_SUFFIX : compression === 'gzip' ? '.jsonl.gz' : compression === 'zstd' ? '.jsonl.zst' : '.jsonl'
-    if (!parquet && compression === 'zstd') await loadZstd() // fail now, not on the first event
     const prefix = `${context.instanceId}_${this.name}_`
-    this.#writer = new PartitionWriter({
+    const uploader = this.#uploader
+    return new PartitionWriter({
       localPath,
       fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
-      // The settings check refuses snappy for JSON lines.
+      // Spool lines of Parquet are written as they are; the settings check refuses snappy for JSON lines.
       compression: parquet ? 'none' : compression as Compression,
       zstdLevel: options.zstdLevel,
       durability: options.durability,
@@ -282,49 +250,47 @@ export class FilesDestination implements Destination {
       maxOpenFiles: options.maxOpenFiles,
       maxActiveFiles: options.maxActiveFiles,
       pipelinedCommits: options.pipelinedCommits,
-      ...(options.commitLog && options.durability === 'fsync' ? { commitLog: this.#log = await startLog(log) } : {}),
+      ...(this.#log !== undefined ? { commitLog: this.#log } : {}),
       journal,
-      logger,
+      logger: context.logger,
       now: context.now,
-      onWritten: spooled ? (bytes) => { this.#spoolBytes += bytes } : undefined,
-      onSynced: (seconds) => { context.metrics.synced(seconds) },
+      onWritten: this.#spooled ? (bytes) => { this.#spoolBytes += bytes } : undefined,
+      onSynced: (seconds) => { this.#metrics.commit.observe(seconds) },
       onError: (err) => {
-        context.metrics.error(err)
+        this.#metrics.error(err)
         this.#unwritable = (err as Error).message
       },
       onSealed: (file: SealedFile) => {
         const spoolFile = { key: file.key, path: file.path, size: file.size, since: file.openedAt }
         if (parquet) stage.enqueue(spoolFile)
         else if (uploader !== undefined) uploader.enqueue(spoolFile)
-        else context.metrics.completed()
+        else this.#metrics.completed.add()
       }
     })
-    this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
-    // Readiness: a probe file where this destination writes first (its folder, or the spool).
-    const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
-    const folder = options.path.split('/').filter((s) => s !== '').join('/')
-    const probeKey = folder === '' ? probeName : `${folder}/${probeName}`
-    this.#probePaths = [localPath(probeKey)]
-    // Parquet on the filesystem: the files are placed in the destination folder, which must be writable too.
-    if (appendable && spooled) this.#probePaths.push((connection.localPath as (key: string) => string).call(connection, probeKey))
-    await this.#probe()
-    this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
   }
 
+  /**
+   * Appends every event to the file of its folder (topic, routing key and the period of its own
+   * `receivedAt`), one write per folder. Settles once all are durable as `durability` says;
+   * rejects with EVS_ERR_SPOOL_FULL, without writing anything, when the spool is full. When a
+   * write fails the promise rejects, though other folders' lines of the batch may be durable: the
+   * client's retry may then duplicate them, never lose them.
+   */
   accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
-    if (writer === undefined || this.#closed) return Promise.reject(new Error(`destination ${this.name} is not open`))
+    if (writer === undefined || this.#closed) return Promise.reject(new EVS_ERR_DESTINATION_UNAVAILABLE(this.name, 'it is not open'))
     if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
       return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
-    const parquet = this.#options.format === 'parquet'
     let lastAt = Number.NaN
     let parts: TimeParts | undefined
     let period = ''
-    const byFolder = new Map<string, Buffer[]>()
+    // By period and folder: a pathFormat may leave out a period's coarser tokens (e.g. only %H).
+    const groups = new Map<string, { folder: string, period: string, lines: Buffer[] }>()
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let lines: Buffer[] = []
+    const parquet = this.#options.format === 'parquet'
     let head: Buffer | undefined
     for (const event of events) {
       if (event.receivedAt !== lastAt) {
@@ -337,9 +303,10 @@ export class FilesDestination implements Destination {
         lastTopic = event.topic
         lastRoutingKey = event.routingKey
         const folder = this.#folder(event.topic, event.routingKey, parts as TimeParts, period)
-        const found = byFolder.get(folder)
-        if (found === undefined) byFolder.set(folder, lines = [])
-        else lines = found
+        const key = `${period}\u0000${folder}`
+        const found = groups.get(key)
+        if (found === undefined) groups.set(key, { folder, period, lines: lines = [] })
+        else lines = found.lines
         if (parquet) head = this.#head(event.topic, event.routingKey)
       }
       if (head !== undefined) {
@@ -357,7 +324,7 @@ export class FilesDestination implements Destination {
       }
     }
     const writes: Array<Promise<void>> = []
-    for (const [folder, lines] of byFolder) writes.push(writer.append(folder, period, lines))
+    for (const group of groups.values()) writes.push(writer.append(group.folder, group.period, group.lines))
     return writes.length === 1 ? writes[0] as Promise<void> : Promise.all(writes).then(() => {})
   }
 
@@ -413,12 +380,6 @@ export class FilesDestination implements Destination {
     this.#writer?.sealExpired(this.#layout.period(this.#time.parts(this.#context.now())))
   }
 
-  async flush (): Promise<void> {
-    await this.#writer?.flush()
-    await this.#stage?.drain()
-    await this.#uploader?.drain()
-  }
-
   async close (options?: { reason: 'shutdown' | 'reload' }): Promise<void> {
     if (this.#closed) return
     this.#closed = true
@@ -427,10 +388,27 @@ export class FilesDestination implements Destination {
     await this.#writer?.flush()
     // On reload the next instance of this destination converts and uploads what is left in the
     // spool at once: waiting here would hold every request for the grace period.
-    const graceMs = options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000
-    const started = Date.now()
+    const reload = options?.reason === 'reload'
+    const graceMs = reload ? 0 : this.#options.uploadShutdownGraceS * 1000
+    const started = performance.now()
+    // Conversions first, from the same grace: what they finish is queued for upload.
     await this.#stage?.close(graceMs)
-    await this.#uploader?.close(Math.max(0, graceMs - (Date.now() - started)))
+    const unconverted = this.#stage?.stats.conversionsPending ?? 0
+    if (unconverted > 0 && !reload) {
+      this.#context.logger.warn({ files: unconverted, spoolDir: this.#spoolDir },
+        `${unconverted} file(s) not converted to Parquet within uploadShutdownGraceS: they stay in the spool and are converted at the next start`)
+    }
+    const left = await this.#uploader?.close(Math.max(0, graceMs - (performance.now() - started)))
+    if (left !== undefined && left.files > 0 && !reload) {
+      // On a machine whose disk goes away with it, these events are lost unless someone copies them.
+      this.#context.logger.warn({
+        files: left.files,
+        bytes: left.bytes,
+        oldestEventAt: left.oldestSince === null ? null : new Date(left.oldestSince).toISOString(),
+        oldestKey: left.oldestKey,
+        spoolDir: this.#spoolDir
+      }, `${left.files} file(s), ${left.bytes} bytes, not uploaded within uploadShutdownGraceS: they stay in the spool and are uploaded at the next start`)
+    }
     // Every file is sealed, so synced: the commit log holds nothing more.
     await this.#log?.close()
     if (this.#journal?.unsealed().length === 0) await this.#log?.clear()
@@ -468,6 +446,10 @@ function checkFilesDestination (options: FilesDestinationOptions, context: Desti
     problems.push({ path: '/connection', message: `expected the name of a connection defined in "connections" (${names === '' ? 'none is defined' : names}), got ${JSON.stringify(options.connection)}` })
   }
   return problems
+}
+
+function quarantineDirOf (spoolDir: string): string {
+  return join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`)
 }
 
 async function filesDestination (fastify: FastifyInstance): Promise<void> {

@@ -1,7 +1,7 @@
 import { copyFile, mkdir, open, rename, rmdir, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { fsyncDir } from '../../core/fs-sync.js'
+import { fsyncDir } from '../fs-sync.js'
 import { ConversionError, Converter } from './converter.js'
 import { PARQUET_SUFFIX, SPOOL_SUFFIX, type ConvertOptions } from './parquet.js'
 import type { SpoolFile } from './uploader.js'

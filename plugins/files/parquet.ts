@@ -264,7 +264,7 @@ export class RowGroupColumns {
     while (end > start && isSpace(b[end - 1])) end--
     const malformed = (what: string): MalformedSpoolError => new MalformedSpoolError(`${where()}: ${what}`)
     if (!at(b, start, HEAD_TOPIC)) throw malformed('expected a line starting with {"topic":')
-    let i = start + HEAD_TOPIC.length
+    const i = start + HEAD_TOPIC.length
     const topicEnd = stringEnd(b, i, end)
     if (topicEnd < 0) throw malformed('unterminated topic')
     const topicEscaped = escaped
