@@ -149,7 +149,7 @@ export class Metrics {
         }
       })
     }
-    gauge('evs_spool_bytes', 'Bytes acknowledged but not yet at their final place (object stores: in the spool)', (d) => d.stats?.().pendingBytes)
+    gauge('evs_spool_bytes', 'Bytes acknowledged but not yet at their final place (object stores and Parquet: in the spool)', (d) => d.stats?.().pendingBytes)
     gauge('evs_oldest_pending_seconds', 'Age of the oldest event not yet at its final place (object stores: not yet uploaded)', (d) => {
       const since = d.stats?.().oldestPendingAt
       return since === undefined || since === null ? undefined : Math.max(0, (this.#now() - since) / 1000)

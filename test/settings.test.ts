@@ -85,7 +85,7 @@ describe('settings validation', () => {
   it('refuses to start half-configured: buildServer throws EVS_ERR_SETTINGS_INVALID', async () => {
     const dir = await tempDir()
     await expect(buildServer({ document: fsSettings({ compression: 'zip' }), baseDir: dir, logger: false }))
-      .rejects.toMatchObject({ code: 'EVS_ERR_SETTINGS_INVALID', message: expect.stringContaining('/destinations/0/compression: expected one of "none", "gzip", got "zip"') })
+      .rejects.toMatchObject({ code: 'EVS_ERR_SETTINGS_INVALID', message: expect.stringContaining('/destinations/0/compression: expected one of "none", "gzip", "zstd", "snappy", got "zip"') })
     expect(await listFiles(dir)).toEqual([])
   })
 

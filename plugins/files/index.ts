@@ -10,9 +10,12 @@ import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
 import { filesMetrics, type FilesMetrics } from './metrics.js'
-import { PartitionWriter, type SealedFile } from './partition-writer.js'
+import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
+import { SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
+import { moveIntoPlace, ParquetStage, pruneEmptyFolders } from './parquet-stage.js'
 import { recoverOpenFiles, spoolFiles } from './recovery.js'
-import { Uploader } from './uploader.js'
+import { Uploader, type SpoolFile } from './uploader.js'
+import { loadZstd } from './zstd.js'
 
 const literals = <T extends string>(values: readonly T[], defaultValue: T) =>
   Type.Union(values.map((v) => Type.Literal(v)), { default: defaultValue })
@@ -26,13 +29,18 @@ export const FilesDestinationSchema = Type.Object({
   pathFormat: Type.Optional(Type.String({ minLength: 1, description: 'overrides the folder layout; tokens %{topic} %{routingKey} %Y %M %D %H' })),
   flushEveryBytes: Type.Integer({ default: 100 * 1024 * 1024, minimum: 0 }),
   flushEveryS: Type.Optional(Type.Number({ minimum: 0, description: 'default: 0 on an appendable connection (filesystem), 300 on object stores' })),
-  compression: literals(['none', 'gzip'] as const, 'none'),
+  format: literals(['jsonl', 'parquet'] as const, 'jsonl'),
+  compression: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('gzip'), Type.Literal('zstd'), Type.Literal('snappy')], { description: 'jsonl: none (default), gzip or zstd; parquet: zstd (default), snappy, gzip or none' })),
+  zstdLevel: Type.Integer({ default: 3, minimum: 1, maximum: 19 }),
+  rowGroupRows: Type.Integer({ default: 100_000, minimum: 1, description: 'parquet: most events in a row group' }),
+  rowGroupBytes: Type.Integer({ default: 32 * 1024 * 1024, minimum: 65536, description: 'parquet: most bytes of spooled JSON lines in a row group; bounds the memory of a conversion' }),
+  conversionTimeoutS: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'parquet: a conversion taking longer is stopped and retried' }),
   durability: literals(['fsync', 'write'] as const, 'fsync'),
   maxOpenFiles: Type.Integer({ default: 256, minimum: 1, description: 'file descriptors kept open' }),
   maxActiveFiles: Type.Integer({ default: 10000, minimum: 1, description: 'files being written at once' }),
   commitLog: Type.Boolean({ default: false, description: 'one sync per commit whatever the number of files touched' }),
   pipelinedCommits: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'group commits whose fdatasync may overlap' }),
-  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores only; default <stateDir>/<destination>/spool' })),
+  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores and Parquet; default <stateDir>/<destination>/spool' })),
   spoolMaxBytes: Type.Integer({ default: 1024 ** 3, minimum: 1 }),
   maxConcurrentUploads: Type.Integer({ default: 4, minimum: 1, maximum: 64 }),
   uploadRetryInitialS: Type.Number({ default: 1, exclusiveMinimum: 0 }),
@@ -43,6 +51,11 @@ export const FilesDestinationSchema = Type.Object({
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
 
+/** The compression in force: the setting, or the format's default. */
+function compressionOf (options: FilesDestinationOptions): NonNullable<FilesDestinationOptions['compression']> {
+  return options.compression ?? (options.format === 'parquet' ? 'zstd' : 'none')
+}
+
 const MAINTENANCE_INTERVAL_MS = 1000
 const OBJECT_STORE_FLUSH_EVERY_S = 300
 const FOLDER_CACHE_LIMIT = 10_000
@@ -51,7 +64,10 @@ const FOLDER_CACHE_LIMIT = 10_000
  * Writes routed events as JSON lines into `<path>/<topic>/<routing-key>/<period>/` files of a
  * connection. On a connection that can append (the filesystem) the files written are the output;
  * on an object store they are written the same way into a local spool, and each sealed file is
- * uploaded as one object under the same key, then deleted from the spool.
+ * uploaded as one object under the same key, then deleted from the spool. With `format: parquet`
+ * events are spooled on every connection, each line headed with its topic and routing key, and a
+ * sealed spool file goes through the Parquet stage (converted in a worker thread) before it is
+ * placed in its folder or uploaded.
  */
 export class FilesDestination implements Destination {
   readonly name: string
@@ -65,16 +81,21 @@ export class FilesDestination implements Destination {
   #journal: Journal | undefined
   #log: CommitLog | undefined
   #uploader: Uploader | undefined
+  #stage: ParquetStage | undefined
+  /** Events go to a local spool first (object stores, and Parquet on any connection). */
+  #spooled = false
   #spoolDir: string | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
-  #probePath: string | undefined
+  #probePaths: string[] = []
   #timer: NodeJS.Timeout | undefined
   #closed = false
   // Folder per topic and routing key for the current period: encoding is done once, not per event.
   #folderPeriod = ''
   #folders = new Map<string, string>()
+  /** Parquet: the start of spool lines, per topic and routing key. */
+  #heads = new Map<string, Buffer>()
 
   constructor (options: FilesDestinationOptions, context: DestinationContext) {
     this.name = context.name
@@ -96,9 +117,12 @@ export class FilesDestination implements Destination {
     if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
     const appendable = canAppend(connection)
+    const parquet = options.format === 'parquet'
+    // Parquet files are made whole from a sealed spool file, on every connection.
+    const spooled = this.#spooled = !appendable || parquet
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
     this.#spoolDir = spoolDir
-    const localPath = appendable
+    const localPath = !spooled && appendable
       ? connection.localPath.bind(connection)
       : (key: string): string => {
           assertSafeKey(this.name, key)
@@ -111,34 +135,39 @@ export class FilesDestination implements Destination {
       journal,
       log,
       localPath,
-      compression: options.compression,
       tornDir: join(context.stateDir, 'torn'),
       logger: context.logger,
       now: context.now
     })
-    if (!appendable) this.#uploader = await this.#startUploader(connection, spoolDir)
+    if (!appendable) this.#uploader = this.#startUploader(connection, spoolDir)
+    const stage = this.#stage = this.#startStage(connection, spoolDir)
+    await this.#recoverSpool(spoolDir)
+    if (!parquet && compressionOf(options) === 'zstd') await loadZstd() // fail now, not on the first event
     if (options.commitLog && options.durability === 'fsync') {
       await log.start()
       this.#log = log
     }
-    this.#writer = this.#startWriter(journal, localPath, appendable)
+    this.#writer = this.#startWriter(journal, localPath, appendable, stage)
     this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
     // Readiness: a probe file where this destination writes first (its folder, or the spool).
     const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
     const folder = options.path.split('/').filter((s) => s !== '').join('/')
-    this.#probePath = localPath(folder === '' ? probeName : `${folder}/${probeName}`)
+    const probeKey = folder === '' ? probeName : `${folder}/${probeName}`
+    this.#probePaths = [localPath(probeKey)]
+    // Parquet on the filesystem: the files are placed in the destination folder, which must be writable too.
+    if (appendable && spooled) this.#probePaths.push(connection.localPath(probeKey))
     await this.#probe()
     this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
   }
 
-  /** The uploader of an object store, with the files the previous run left in the spool queued again. */
-  async #startUploader (connection: Connection, spoolDir: string): Promise<Uploader> {
+  /** The uploader of an object store. */
+  #startUploader (connection: Connection, spoolDir: string): Uploader {
     const options = this.#options
     const context = this.#context
-    const uploader = new Uploader({
+    return new Uploader({
       connection,
       spoolDir,
-      quarantineDir: join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`),
+      quarantineDir: quarantineDirOf(spoolDir),
       concurrency: options.maxConcurrentUploads,
       retryInitialMs: options.uploadRetryInitialS * 1000,
       retryMaxMs: options.uploadRetryMaxS * 1000,
@@ -151,26 +180,70 @@ export class FilesDestination implements Destination {
         else this.#metrics.error(err)
       }
     })
-    // Every file left in the spool is sealed now: upload it again under its own key.
-    const left = await spoolFiles(spoolDir)
-    for (const file of left) {
-      this.#spoolBytes += file.size
-      uploader.enqueue(file)
-    }
-    if (left.length > 0) context.logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
-    return uploader
   }
 
-  #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean): PartitionWriter {
+  /**
+   * The Parquet stage: converts sealed spool files, then places each Parquet file (queued for
+   * upload, or moved into its folder on the filesystem). Built whatever the format now says: a
+   * spool may hold Parquet files of a previous run.
+   */
+  #startStage (connection: Connection, spoolDir: string): ParquetStage {
     const options = this.#options
     const context = this.#context
-    const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
+    const uploader = this.#uploader
+    let place: (file: SpoolFile) => Promise<void> | void
+    if (uploader !== undefined) {
+      place = (file) => { uploader.enqueue(file) }
+    } else {
+      if (!canAppend(connection)) throw new EVS_ERR_RECOVERY(this.name, `connection "${connection.name}" can neither append nor upload`)
+      const finalPath = connection.localPath.bind(connection)
+      place = async (file) => {
+        await moveIntoPlace(file.path, finalPath(file.key))
+        this.#spoolBytes -= file.size
+        this.#metrics.completed.add()
+        await pruneEmptyFolders(dirname(file.path), spoolDir)
+      }
+    }
+    return new ParquetStage({
+      spoolDir,
+      quarantineDir: quarantineDirOf(spoolDir),
+      convert: { compression: options.format === 'parquet' ? compressionOf(options) : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
+      timeoutMs: options.conversionTimeoutS * 1000,
+      retryInitialMs: options.uploadRetryInitialS * 1000,
+      retryMaxMs: options.uploadRetryMaxS * 1000,
+      logger: context.logger,
+      place,
+      onSpoolBytes: (delta) => { this.#spoolBytes += delta },
+      onError: (err) => { this.#metrics.error(err) }
+    })
+  }
+
+  /** Every file left in the spool is sealed now: convert, place or upload it under its own key. */
+  async #recoverSpool (spoolDir: string): Promise<void> {
+    const logger = this.#context.logger
+    const left = await spoolFiles(spoolDir)
+    for (const file of left) this.#spoolBytes += file.size
+    const others = await (this.#stage as ParquetStage).recover(left)
+    const uploader = this.#uploader
+    if (uploader !== undefined) for (const file of others) uploader.enqueue(file)
+    else if (others.length > 0) logger.warn({ files: others.map((f) => f.path) }, 'files in the spool that this destination does not place (it writes to a filesystem): left as they are')
+    if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'handling files left in the spool by the previous run')
+  }
+
+  #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean, stage: ParquetStage): PartitionWriter {
+    const options = this.#options
+    const context = this.#context
+    const parquet = options.format === 'parquet'
+    const compression = compressionOf(options)
+    const extension = parquet ? SPOOL_SUFFIX : compression === 'gzip' ? '.jsonl.gz' : compression === 'zstd' ? '.jsonl.zst' : '.jsonl'
     const prefix = `${context.instanceId}_${this.name}_`
     const uploader = this.#uploader
     return new PartitionWriter({
       localPath,
       fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
-      compression: options.compression,
+      // Spool lines of Parquet are written as they are; the settings check refuses snappy for JSON lines.
+      compression: parquet ? 'none' : compression as Compression,
+      zstdLevel: options.zstdLevel,
       durability: options.durability,
       flushEveryBytes: options.flushEveryBytes,
       flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
@@ -181,15 +254,18 @@ export class FilesDestination implements Destination {
       journal,
       logger: context.logger,
       now: context.now,
-      onWritten: (bytes) => { this.#spoolBytes += bytes },
+      onWritten: this.#spooled ? (bytes) => { this.#spoolBytes += bytes } : undefined,
       onSynced: (seconds) => { this.#metrics.commit.observe(seconds) },
       onError: (err) => {
         this.#metrics.error(err)
         this.#unwritable = (err as Error).message
       },
-      onSealed: uploader !== undefined
-        ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
-        : () => { this.#metrics.completed.add() }
+      onSealed: (file: SealedFile) => {
+        const spoolFile = { key: file.key, path: file.path, size: file.size, since: file.openedAt }
+        if (parquet) stage.enqueue(spoolFile)
+        else if (uploader !== undefined) uploader.enqueue(spoolFile)
+        else this.#metrics.completed.add()
+      }
     })
   }
 
@@ -203,7 +279,7 @@ export class FilesDestination implements Destination {
   accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
     if (writer === undefined || this.#closed) return Promise.reject(new EVS_ERR_DESTINATION_UNAVAILABLE(this.name, 'it is not open'))
-    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+    if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
       return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
     let lastAt = Number.NaN
@@ -214,6 +290,8 @@ export class FilesDestination implements Destination {
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let lines: Buffer[] = []
+    const parquet = this.#options.format === 'parquet'
+    let head: Buffer | undefined
     for (const event of events) {
       if (event.receivedAt !== lastAt) {
         lastAt = event.receivedAt
@@ -229,6 +307,12 @@ export class FilesDestination implements Destination {
         const found = groups.get(key)
         if (found === undefined) groups.set(key, { folder, period, lines: lines = [] })
         else lines = found.lines
+        if (parquet) head = this.#head(event.topic, event.routingKey)
+      }
+      if (head !== undefined) {
+        // The spool line carries topic and routing key, which the folder may not tell.
+        lines.push(head, event.line.subarray(1))
+        continue
       }
       // Lines of one request are views into one buffer: neighbours merge into a single write vector.
       const previous = lines[lines.length - 1]
@@ -258,12 +342,24 @@ export class FilesDestination implements Destination {
     return folder
   }
 
+  #head (topic: string, routingKey: string): Buffer {
+    const cacheKey = `${topic}\u0000${routingKey}`
+    let head = this.#heads.get(cacheKey)
+    if (head === undefined) {
+      if (this.#heads.size > FOLDER_CACHE_LIMIT) this.#heads.clear()
+      head = spoolLineHead(topic, routingKey)
+      this.#heads.set(cacheKey, head)
+    }
+    return head
+  }
+
   async #probe (): Promise<void> {
-    const path = this.#probePath as string
     try {
-      await mkdir(dirname(path), { recursive: true })
-      await writeFile(path, 'probe\n')
-      await unlink(path)
+      for (const path of this.#probePaths) {
+        await mkdir(dirname(path), { recursive: true })
+        await writeFile(path, 'probe\n')
+        await unlink(path)
+      }
       this.#unwritable = undefined
     } catch (err) {
       if (this.#unwritable === undefined) this.#context.logger.error({ err }, 'the destination folder is not writable')
@@ -274,8 +370,8 @@ export class FilesDestination implements Destination {
   ready (): { ready: true } | { ready: false, reason: string } {
     if (this.#closed || this.#writer === undefined) return { ready: false, reason: 'not open' }
     if (this.#unwritable !== undefined) return { ready: false, reason: `cannot write: ${this.#unwritable}` }
-    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
-      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
+    if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for conversion or upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
     }
     return { ready: true }
   }
@@ -290,10 +386,19 @@ export class FilesDestination implements Destination {
     if (this.#timer !== undefined) clearInterval(this.#timer)
     if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer)
     await this.#writer?.flush()
-    // On reload the next instance of this destination uploads what is left in the spool at once:
-    // waiting here would hold every request for the grace period.
+    // On reload the next instance of this destination converts and uploads what is left in the
+    // spool at once: waiting here would hold every request for the grace period.
     const reload = options?.reason === 'reload'
-    const left = await this.#uploader?.close(reload ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    const graceMs = reload ? 0 : this.#options.uploadShutdownGraceS * 1000
+    const started = performance.now()
+    // Conversions first, from the same grace: what they finish is queued for upload.
+    await this.#stage?.close(graceMs)
+    const unconverted = this.#stage?.stats.conversionsPending ?? 0
+    if (unconverted > 0 && !reload) {
+      this.#context.logger.warn({ files: unconverted, spoolDir: this.#spoolDir },
+        `${unconverted} file(s) not converted to Parquet within uploadShutdownGraceS: they stay in the spool and are converted at the next start`)
+    }
+    const left = await this.#uploader?.close(Math.max(0, graceMs - (performance.now() - started)))
     if (left !== undefined && left.files > 0 && !reload) {
       // On a machine whose disk goes away with it, these events are lost unless someone copies them.
       this.#context.logger.warn({
@@ -315,6 +420,8 @@ export class FilesDestination implements Destination {
     return {
       connection: this.#connection?.name,
       ...this.#writer?.stats,
+      ...(this.#options.format === 'parquet' && this.#stage !== undefined ? { parquet: { ...this.#stage.stats } } : {}),
+      ...(this.#spooled && uploads === undefined ? { pendingBytes: this.#spoolBytes, spoolBytes: this.#spoolBytes } : {}),
       ...(uploads !== undefined
         ? {
             pendingBytes: this.#spoolBytes,
@@ -331,11 +438,18 @@ export class FilesDestination implements Destination {
 
 function checkFilesDestination (options: FilesDestinationOptions, context: DestinationCheckContext): SettingsProblem[] {
   const problems = checkLayout(options)
+  if (options.format !== 'parquet' && options.compression === 'snappy') {
+    problems.push({ path: '/compression', message: 'expected "none", "gzip" or "zstd" with format "jsonl" ("snappy" is for format "parquet"), got "snappy"' })
+  }
   if (!context.connections.has(options.connection)) {
     const names = [...context.connections.keys()].map((n) => JSON.stringify(n)).join(', ')
     problems.push({ path: '/connection', message: `expected the name of a connection defined in "connections" (${names === '' ? 'none is defined' : names}), got ${JSON.stringify(options.connection)}` })
   }
   return problems
+}
+
+function quarantineDirOf (spoolDir: string): string {
+  return join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`)
 }
 
 async function filesDestination (fastify: FastifyInstance): Promise<void> {

@@ -1,10 +1,9 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { gzip } from 'node:zlib'
-import { promisify } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
 import { fsyncDir } from '../fs-sync.js'
 import { Appender } from './appender.js'
+import { compressLines } from './compression.js'
 import type { CommitLog } from './commit-log.js'
 import { Batch, OpenFile, type CommitContext, type CommitMode, type Counters, type Taken, type WriterStats } from './commit-mode.js'
 import { Deferred } from './deferred.js'
@@ -15,9 +14,7 @@ import { LoggedCommit } from './logged-commit.js'
 
 export type { WriterStats } from './commit-mode.js'
 
-const gzipAsync = promisify(gzip)
-
-export type Compression = 'none' | 'gzip'
+export type Compression = 'none' | 'gzip' | 'zstd'
 export type Durability = 'fsync' | 'write'
 
 export interface WriterOptions {
@@ -26,6 +23,8 @@ export interface WriterOptions {
   /** File name (last key segment) of the file with this sequence number. */
   fileName(seq: number): string
   compression: Compression
+  /** With compression zstd: its level. */
+  zstdLevel?: number
   durability: Durability
   /** A file is sealed once it holds this many bytes; 0 seals it after every write. */
   flushEveryBytes: number
@@ -233,7 +232,8 @@ export class PartitionWriter {
       // Lines that waited for a file that failed meanwhile fail with it.
       if (file.failure !== undefined) throw file.failure.error
       const handle = this.#mode.needsDescriptor(file) ? await this.#descriptors.get(file) : undefined
-      const data = this.#options.compression === 'gzip' ? [await gzipAsync(Buffer.concat(batch.lines))] : batch.lines
+      const { compression } = this.#options
+      const data = compression === 'none' ? batch.lines : [await compressLines(compression, batch.lines, this.#options.zstdLevel)]
       let bytes = 0
       for (const d of data) bytes += d.length
       return { file, done: batch.done, started, data, bytes, count: batch.lines.length, handle }

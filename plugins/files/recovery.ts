@@ -6,6 +6,7 @@ import { EVS_ERR_RECOVERY } from '../../core/plugin-api.js'
 import type { CommitLog } from './commit-log.js'
 import type { Journal } from './journal.js'
 import type { Compression } from './partition-writer.js'
+import { zstdFrames } from './zstd.js'
 import type { SpoolFile } from './uploader.js'
 
 // What a destination does at start-up about the previous run: replay the commit log into the files
@@ -18,11 +19,15 @@ export interface RecoveryOptions {
   /** The commit log, not started: read, then cleared. */
   log: CommitLog
   localPath(key: string): string
-  compression: Compression
   /** Where cut torn tails are kept. */
   tornDir: string
   logger: FastifyBaseLogger
   now(): number
+}
+
+/** How a file was written, from its name: it may predate the current settings (or be a Parquet spool file). */
+export function compressionOfKey (key: string): Compression {
+  return key.endsWith('.gz') ? 'gzip' : key.endsWith('.zst') ? 'zstd' : 'none'
 }
 
 /**
@@ -30,7 +35,7 @@ export interface RecoveryOptions {
  * The commit log is replayed whatever the settings now say: a log left behind holds acknowledged
  * events. Rejects with EVS_ERR_RECOVERY naming the step that failed (the log, or the file's key).
  */
-export async function recoverOpenFiles ({ destination, journal, log, localPath, compression, tornDir, logger, now }: RecoveryOptions): Promise<void> {
+export async function recoverOpenFiles ({ destination, journal, log, localPath, tornDir, logger, now }: RecoveryOptions): Promise<void> {
   try {
     const replayed = await replayCommitLog(log, new Set(journal.unsealed().map((e) => e.key)), localPath)
     if (replayed.records > 0) logger.info(replayed, 'replayed the commit log into the files left open by the previous run')
@@ -41,7 +46,7 @@ export async function recoverOpenFiles ({ destination, journal, log, localPath, 
   await log.clear()
   for (const entry of journal.unsealed()) {
     try {
-      const result = await repairFile(localPath(entry.key), compression, tornDir, logger, now)
+      const result = await repairFile(localPath(entry.key), compressionOfKey(entry.key), tornDir, logger, now)
       logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
     } catch (err) {
       throw new EVS_ERR_RECOVERY(destination, `${entry.key}: ${(err as Error).message}`)
@@ -115,9 +120,10 @@ export async function spoolFiles (spoolDir: string): Promise<SpoolFile[]> {
 
 export type RepairResult = 'missing' | 'intact' | 'repaired' | 'removed-empty'
 
-/** Offset where the complete part of the file ends: after its last newline, or its last whole gzip member. */
+/** Offset where the complete part of the file ends: after its last newline, or its last whole gzip member or zstd frame. */
 function completeLength (data: Buffer, compression: Compression): number {
   if (compression === 'none') return data.lastIndexOf(0x0a) + 1
+  if (compression === 'zstd') return zstdFrames(data).complete
   try {
     gunzipSync(data)
     return data.length

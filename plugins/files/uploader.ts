@@ -56,8 +56,10 @@ interface Job {
 const ABORT_WAIT_MS = 2000
 
 function contentTypeOf (key: string): { contentType: string } {
-  // `.gz` objects are stored as gzip files, not with Content-Encoding: clients would otherwise
-  // decompress them on download and readers expecting gzip would break.
+  // `.gz` and `.zst` objects are stored as such, not with Content-Encoding: clients would otherwise
+  // decompress them on download and readers expecting gzip or zstd would break.
+  if (key.endsWith('.parquet')) return { contentType: 'application/vnd.apache.parquet' }
+  if (key.endsWith('.zst')) return { contentType: 'application/zstd' }
   return { contentType: key.endsWith('.gz') ? 'application/gzip' : 'application/x-ndjson' }
 }
 
