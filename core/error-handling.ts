@@ -24,12 +24,21 @@ function lingerOnUnreadBody (request: FastifyRequest, reply: FastifyReply): Prom
   reply.removeHeader('connection')
   const timer = setTimeout(() => socket.destroy(), LINGER_MS)
   timer.unref()
-  socket.once('close', () => clearTimeout(timer))
+  // Listeners go once the body is in or the socket gone: a kept-alive socket serves many requests.
+  const settle = (): void => {
+    clearTimeout(timer)
+    socket.removeListener('close', settle)
+    raw.removeListener('end', settle)
+  }
+  socket.once('close', settle)
+  raw.once('end', settle)
   raw.resume()
   if (reply.raw.shouldKeepAlive) return undefined
   return new Promise<void>((resolve) => {
     const done = (): void => {
       clearTimeout(wait)
+      socket.removeListener('close', done)
+      raw.removeListener('end', done)
       resolve()
     }
     const wait = setTimeout(done, LINGER_MS - 250)
