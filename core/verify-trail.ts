@@ -2,14 +2,16 @@ import Fastify from 'fastify'
 import type { Connection } from './connection.js'
 import type { VerifyProgress, VerifyReport, VerifyRequest } from './destination.js'
 import { EVS_ERR_SETTINGS_INVALID } from './errors.js'
-import { parseCoreSettings, type SettingsSource } from './settings.js'
-import { registerTypes, resolveTypes } from './types.js'
+import type { BuiltinType } from './registry.js'
+import { loadSettings, type SettingsSource } from './settings.js'
 import { formatProblems } from './validation.js'
 
 export interface VerifyTrailOptions extends Omit<VerifyRequest, 'onProgress'> {
   /** Only this destination; by default every destination whose type can verify. */
   destination?: string
   env?: NodeJS.ProcessEnv
+  /** Types known without a `plugins` entry (plugins/builtin.ts, handed in by the entry point). */
+  builtinTypes?: readonly BuiltinType[]
   onProgress?(destination: string, progress: VerifyProgress): void
 }
 
@@ -42,16 +44,21 @@ function lenientEnv (env: NodeJS.ProcessEnv, missing: Set<string>): NodeJS.Proce
  */
 export async function verifyTrail (source: SettingsSource, options: VerifyTrailOptions): Promise<VerifyTrailResult> {
   const missing = new Set<string>()
-  const core = parseCoreSettings(source.document, lenientEnv(options.env ?? process.env, missing))
-  const unset = missing.size === 0 ? '' : `\n  (environment variables not set here: ${[...missing].join(', ')})`
-  if (!core.ok) throw new EVS_ERR_SETTINGS_INVALID(formatProblems(core.problems) + unset)
-  const warnings = [...missing].map((name) => `environment variable ${name} is not set: its references are kept as written`)
   const fastify = Fastify({ logger: false })
   const connections = new Map<string, Connection>()
   try {
-    await registerTypes(fastify, core.settings, source.baseDir)
-    const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log, 'verify')
-    if (!types.ok) throw new EVS_ERR_SETTINGS_INVALID(formatProblems(types.problems) + unset)
+    // The one settings path, as start and check take it; only the purpose and the environment differ.
+    const loaded = await loadSettings(fastify, {
+      document: source.document,
+      baseDir: source.baseDir,
+      env: lenientEnv(options.env ?? process.env, missing),
+      purpose: 'verify',
+      ...(options.builtinTypes !== undefined ? { builtinTypes: options.builtinTypes } : {})
+    })
+    const unset = missing.size === 0 ? '' : `\n  (environment variables not set here: ${[...missing].join(', ')})`
+    if (!loaded.ok) throw new EVS_ERR_SETTINGS_INVALID(formatProblems(loaded.problems) + unset)
+    const warnings = [...missing].map((name) => `environment variable ${name} is not set: its references are kept as written`)
+    const types = loaded.value
     const destinations = types.destinations.filter((d) => options.destination === undefined || d.settings.name === options.destination)
     if (destinations.length === 0) {
       throw new Error(`no destination named "${options.destination ?? ''}" in the settings (there are: ${types.destinations.map((d) => d.settings.name).join(', ')})`)
@@ -75,7 +82,7 @@ export async function verifyTrail (source: SettingsSource, options: VerifyTrailO
         skipped.push({ destination: name, reason: `destinations of type "${definition.type}" keep no verifiable trail` })
         continue
       }
-      const { destination: _d, env: _e, onProgress, ...request } = options
+      const { destination: _d, env: _e, builtinTypes: _b, onProgress, ...request } = options
       const report = await definition.verify(destinationOptions, { name, baseDir: source.baseDir, logger: fastify.log, connection, destinations: names }, {
         ...request,
         ...(onProgress !== undefined ? { onProgress: (p: VerifyProgress) => onProgress(name, p) } : {})

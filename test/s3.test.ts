@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { BIN } from './child-server.js'
 import { tempDir } from './helpers.js'
-import { checkSettings } from '../core/server.js'
+import { checkSettings } from '../index.js'
 import { startProxy } from './emulators/proxy.js'
 
 let s3: S3Emulator
@@ -34,12 +34,15 @@ function options (extra: Partial<S3Options> = {}): S3Options {
     ...S3_COMPAT,
     partSizeBytes: 5 * 1024 * 1024,
     uploadConcurrency: 2,
+    connectTimeoutS: 10,
+    idleTimeoutS: 60,
     ...extra
   }
 }
 
 describeConnection('s3 (s3rver)', {
-  create: async () => new S3Connection(options(), { name: 's3' })
+  create: async () => new S3Connection(options(), { name: 's3' }),
+  observed: ({ url }) => new S3Connection(options({ endpoint: url }), { name: 's3' })
 })
 
 describe('s3 connection', () => {
@@ -140,7 +143,9 @@ describeObjectStoreDestination('s3 (s3rver)', {
   reader: (prefix) => new S3Connection(options({ prefix }), { name: 'reader' }),
   refusing: (prefix) => ({ type: 's3', ...options({ prefix, bucket: 'no-such-bucket' }) }),
   stop: async () => await s3.stop(),
-  restart: async () => await s3.restart()
+  restart: async () => await s3.restart(),
+  port: () => s3.port,
+  via: (prefix, endpoint, timeouts) => ({ type: 's3', ...options({ prefix, endpoint, ...timeouts }) })
 })
 
 describeIntegrity('s3 (s3rver)', {

@@ -1,14 +1,15 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { Agent } from 'node:http'
 import { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import { BlobServiceClient, StorageSharedKeyCredential, type ContainerClient } from '@azure/storage-blob'
-import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
-import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import { BlobServiceClient, StorageSharedKeyCredential, type BlobHTTPHeaders, type BlobImmutabilityPolicy, type BlockBlobClient, type ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob'
+import {
+  assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
+} from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
-import { uploadChecked } from './checked-upload.js'
+import { ConnectTimeoutS, IdleTimeoutS, timedAgent } from '../object-store-timeouts.js'
 
 export const AzureBlobOptionsSchema = Type.Object({
   container: Type.String({ minLength: 3, maxLength: 63 }),
@@ -23,7 +24,9 @@ export const AzureBlobOptionsSchema = Type.Object({
   immutability: Type.Optional(Type.Object({
     days: Type.Integer({ minimum: 1, description: 'each blob is immutable until this many days after its upload' }),
     mode: Type.Union([Type.Literal('Unlocked'), Type.Literal('Locked')], { default: 'Unlocked' })
-  }, { additionalProperties: false, description: 'a version-level immutability policy on every data file and digest record (the container must have version-level immutability enabled)' }))
+  }, { additionalProperties: false, description: 'a version-level immutability policy on every data file and digest record (the container must have version-level immutability enabled)' })),
+  connectTimeoutS: ConnectTimeoutS,
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type AzureBlobOptions = Static<typeof AzureBlobOptionsSchema>
@@ -42,19 +45,23 @@ function classify (err: unknown): never {
 
 // The uploader retries forever with its own backoff: the SDK's retries only need to ride out a
 // blip, not to hold an upload for a minute (its default) while the store is down.
-const PIPELINE = { retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 } }
+const RETRY_OPTIONS = { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 }
+
+// Put Blob takes at most 5000 MiB at once; past one block, blocks are staged and committed.
+const MAX_BLOCKS = 50_000
 
 function serviceUrl (o: AzureBlobOptions): string {
   return (o.endpoint ?? `https://${o.accountName as string}.blob.core.windows.net`).replace(/\/+$/, '')
 }
 
-export class AzureBlobConnection implements Connection {
+export class AzureBlobConnection implements ObjectConnection {
   readonly type = 'azure-blob'
   readonly name: string
   readonly capabilities = { append: false } as const
   readonly #options: AzureBlobOptions
   readonly #prefix: string
   #container: Promise<ContainerClient> | undefined
+  #agent: Agent | undefined
 
   constructor (options: AzureBlobOptions, context: Pick<ConnectionContext, 'name'>) {
     this.name = context.name
@@ -66,18 +73,25 @@ export class AzureBlobConnection implements Connection {
   async #client (): Promise<ContainerClient> {
     this.#container ??= (async () => {
       const o = this.#options
+      // The SDK sets no client-side timeout: its sockets come from an agent that has them. The
+      // agent must match the service URL's protocol, known only once the client exists.
+      const pipeline = (url: string): StoragePipelineOptions => {
+        this.#agent ??= timedAgent(new URL(url).protocol, this.name, o)
+        // `agent` is a core-rest-pipeline option the storage pipeline passes through as it is.
+        return { retryOptions: RETRY_OPTIONS, agent: this.#agent } as StoragePipelineOptions & { agent: Agent }
+      }
       let service: BlobServiceClient
       if (o.connectionString !== undefined) {
-        service = BlobServiceClient.fromConnectionString(o.connectionString, PIPELINE)
+        service = BlobServiceClient.fromConnectionString(o.connectionString, pipeline(BlobServiceClient.fromConnectionString(o.connectionString).url))
       } else if (o.accountKey !== undefined) {
-        service = new BlobServiceClient(serviceUrl(o), new StorageSharedKeyCredential(o.accountName as string, o.accountKey), PIPELINE)
+        service = new BlobServiceClient(serviceUrl(o), new StorageSharedKeyCredential(o.accountName as string, o.accountKey), pipeline(serviceUrl(o)))
       } else if (o.sasToken !== undefined) {
-        service = new BlobServiceClient(`${serviceUrl(o)}?${o.sasToken.replace(/^\?/, '')}`, undefined, PIPELINE)
+        service = new BlobServiceClient(`${serviceUrl(o)}?${o.sasToken.replace(/^\?/, '')}`, undefined, pipeline(serviceUrl(o)))
       } else {
         // Microsoft Entra ID: environment, workload identity, managed identity, Azure CLI...
         // Imported only for this mode, so the other modes never load @azure/identity.
         const { DefaultAzureCredential } = await import('@azure/identity')
-        service = new BlobServiceClient(serviceUrl(o), new DefaultAzureCredential(), PIPELINE)
+        service = new BlobServiceClient(serviceUrl(o), new DefaultAzureCredential(), pipeline(serviceUrl(o)))
       }
       return service.getContainerClient(o.container)
     })()
@@ -93,8 +107,7 @@ export class AzureBlobConnection implements Connection {
     const blob = (await this.#client()).getBlockBlobClient(this.#name(key))
     const common = {
       blobHTTPHeaders: {
-        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { blobContentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {})
       },
       ...(options.signal !== undefined ? { abortSignal: options.signal } : {})
     }
@@ -102,23 +115,88 @@ export class AzureBlobConnection implements Connection {
     const immutabilityPolicy = options.retain === true && o.immutability !== undefined
       ? { expiriesOn: new Date(Date.now() + o.immutability.days * 86_400_000), policyMode: o.immutability.mode }
       : undefined
+    const retained = { ...common, ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}) }
     try {
       if (options.checksum !== undefined) {
         // Azure checks each block against its MD5 (Put Block): a corrupted upload is refused.
-        await uploadChecked(blob, Buffer.isBuffer(body) ? Readable.from([body]) : body, {
-          blockSizeBytes: o.blockSizeBytes,
-          concurrency: o.uploadConcurrency,
-          blobHTTPHeaders: common.blobHTTPHeaders,
-          ...(options.signal !== undefined ? { abortSignal: options.signal } : {}),
-          ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}),
-          ...(options.checksum.md5 !== undefined ? { md5: options.checksum.md5 } : {})
-        })
-      } else if (Buffer.isBuffer(body)) await blob.upload(body, body.length, { ...common, ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}) })
-      // Staged blocks, committed at the end: an aborted upload leaves the previous blob as it was.
-      else await blob.uploadStream(body, o.blockSizeBytes, o.uploadConcurrency, { ...common, ...(immutabilityPolicy !== undefined ? { immutabilityPolicy } : {}) })
+        await this.#putStream(blob, Buffer.isBuffer(body) ? Readable.from([body]) : body, retained, { md5: options.checksum.md5 })
+      } else if (Buffer.isBuffer(body)) await blob.upload(body, body.length, retained)
+      else await this.#putStream(blob, body, retained)
     } catch (err) {
       classify(err)
     }
+  }
+
+  /**
+   * One Put Blob when the stream fits in one block; else staged blocks committed at the end, so
+   * an upload that fails or is aborted leaves the previous blob as it was. Blocks are staged here
+   * rather than by `uploadStream`, which does not pass the abort signal on to them nor a checksum.
+   * `checked`: every block is staged with its MD5, which Azure checks (a corrupted block is
+   * refused), even a stream that fits in one; the blob is committed with the MD5 of the whole as
+   * its Content-MD5, after comparing it with the one computed beforehand, if given.
+   */
+  async #putStream (blob: BlockBlobClient, body: Readable, common: { blobHTTPHeaders: BlobHTTPHeaders, abortSignal?: AbortSignal, immutabilityPolicy?: BlobImmutabilityPolicy }, checked?: { md5?: string | undefined }): Promise<void> {
+    const { blockSizeBytes, uploadConcurrency } = this.#options
+    const signal = common.abortSignal
+    const idPrefix = randomBytes(12).toString('hex')
+    const ids: string[] = []
+    const staging = new Set<Promise<void>>()
+    const failures: unknown[] = []
+    const whole = checked !== undefined ? createHash('md5') : undefined
+    const check = (): void => {
+      if (failures.length > 0) throw failures[0]
+      signal?.throwIfAborted()
+    }
+    const stage = (block: Buffer): void => {
+      if (ids.length === MAX_BLOCKS) throw new Error(`the file needs more than ${MAX_BLOCKS} blocks: raise blockSizeBytes`)
+      const id = Buffer.from(`${idPrefix}-${String(ids.length).padStart(6, '0')}`).toString('base64')
+      ids.push(id)
+      whole?.update(block)
+      const done: Promise<void> = blob.stageBlock(id, block, block.length, {
+        ...(signal !== undefined ? { abortSignal: signal } : {}),
+        ...(checked !== undefined ? { transactionalContentMD5: createHash('md5').update(block).digest() } : {})
+      })
+        .then(() => {}, (err: unknown) => { failures.push(err) })
+        .finally(() => staging.delete(done))
+      staging.add(done)
+    }
+    let pending: Buffer[] = []
+    let pendingBytes = 0
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        pending.push(chunk)
+        pendingBytes += chunk.length
+        // Strictly more than a block: a stream that fits in one block goes up in one request.
+        while (pendingBytes > blockSizeBytes) {
+          const all = Buffer.concat(pending, pendingBytes)
+          stage(all.subarray(0, blockSizeBytes))
+          pending = [all.subarray(blockSizeBytes)]
+          pendingBytes -= blockSizeBytes
+          while (staging.size >= uploadConcurrency) await Promise.race(staging)
+          check()
+        }
+      }
+    } finally {
+      // Whatever happens, no block upload outlives this call.
+      await Promise.all(staging)
+    }
+    check()
+    const rest = Buffer.concat(pending, pendingBytes)
+    if (ids.length === 0 && whole === undefined) {
+      await blob.upload(rest, rest.length, common)
+      return
+    }
+    if (rest.length > 0 || ids.length === 0) stage(rest)
+    await Promise.all(staging)
+    check()
+    const md5 = whole?.digest()
+    if (md5 !== undefined && checked?.md5 !== undefined && md5.toString('base64') !== checked.md5) {
+      throw new Error('the bytes read for the upload do not match the MD5 computed beforehand; nothing was committed')
+    }
+    await blob.commitBlockList(ids, {
+      ...common,
+      blobHTTPHeaders: { ...common.blobHTTPHeaders, ...(md5 !== undefined ? { blobContentMD5: md5 } : {}) }
+    })
   }
 
   async read (key: string): Promise<Readable> {
@@ -155,6 +233,8 @@ export class AzureBlobConnection implements Connection {
 
   async close (): Promise<void> {
     this.#container = undefined
+    this.#agent?.destroy()
+    this.#agent = undefined
   }
 }
 

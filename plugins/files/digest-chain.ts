@@ -1,8 +1,8 @@
 import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Connection } from '../../core/connection.js'
-import { fsyncDir } from '../../core/fs-sync.js'
+import type { Connection } from '../../core/plugin-api.js'
+import { fsyncDir } from '../fs-sync.js'
 import {
   DIGEST_FORMAT, digestKey, encodeDigest, parseDigest, parseDigestKey,
   type DigestRecord, type FileRecord, type HeadRecord, type Signer

@@ -1,89 +1,23 @@
-import { mkdir, open as openFile, readdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, join, relative, resolve, sep } from 'node:path'
+import { mkdir, unlink, writeFile } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import type { Connection } from '../../core/connection.js'
-import type { Destination, DestinationCheckContext, DestinationContext, DestinationStats, RoutedEvent } from '../../core/destination.js'
-import { EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import { ZonedTime, type TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import {
+  assertSafeKey, canAppend, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
+  type DestinationContext, type DestinationStats, type RoutedEvent, type SettingsProblem, type Static, type TimeParts
+} from '../../core/plugin-api.js'
 import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
-import { PartitionWriter, type SealedFile } from './partition-writer.js'
-import { repairFile } from './recovery.js'
+import { filesMetrics, type FilesMetrics } from './metrics.js'
+import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
+import { SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
+import { moveIntoPlace, ParquetStage, pruneEmptyFolders } from './parquet-stage.js'
+import { recoverOpenFiles, spoolFiles } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
 import { checkIntegrity, Integrity, IntegritySchema } from './integrity.js'
 import { verifyFilesDestination } from './verify.js'
-
-async function startLog (log: CommitLog): Promise<CommitLog> {
-  await log.start()
-  return log
-}
-
-/**
- * Writes every logged record of a still-open file back at its offset, syncs those files and cuts
- * them at the end of their last record. Records of sealed files are skipped: those files were
- * synced (and, for object stores, may be uploaded and gone).
- */
-async function replayCommitLog (log: CommitLog, open: ReadonlySet<string>, localPath: (key: string) => string): Promise<{ records: number, files: number, torn: boolean }> {
-  const writes = new Map<string, Array<{ offset: number, data: Buffer }>>()
-  const { torn } = await log.replay(async (key, offset, data) => {
-    if (!open.has(key)) return
-    let list = writes.get(key)
-    if (list === undefined) writes.set(key, list = [])
-    list.push({ offset, data })
-  })
-  let records = 0
-  for (const [key, list] of writes) {
-    const path = localPath(key)
-    await mkdir(dirname(path), { recursive: true })
-    const handle = await open_(path)
-    try {
-      let end = 0
-      for (const { offset, data } of list) {
-        await handle.write(data, 0, data.length, offset)
-        end = Math.max(end, offset + data.length)
-        records++
-      }
-      await handle.truncate(end)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  }
-  return { records, files: writes.size, torn }
-}
-
-async function open_ (path: string): Promise<FileHandle> {
-  try {
-    return await openFile(path, 'r+')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    return await openFile(path, 'w')
-  }
-}
-
-/** Files in the spool, as keys relative to it; folders emptied by uploads are not files. */
-async function spoolFiles (spoolDir: string): Promise<SpoolFile[]> {
-  let entries
-  try {
-    entries = await readdir(spoolDir, { recursive: true, withFileTypes: true })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
-  const files: SpoolFile[] = []
-  for (const entry of entries) {
-    if (!entry.isFile()) continue
-    const path = join(entry.parentPath, entry.name)
-    const info = await stat(path)
-    files.push({ key: relative(spoolDir, path).split(sep).join('/'), path, size: info.size, since: info.mtimeMs })
-  }
-  return files.sort((a, b) => a.since - b.since)
-}
+import { loadZstd } from './zstd.js'
 
 const literals = <T extends string>(values: readonly T[], defaultValue: T) =>
   Type.Union(values.map((v) => Type.Literal(v)), { default: defaultValue })
@@ -97,13 +31,18 @@ export const FilesDestinationSchema = Type.Object({
   pathFormat: Type.Optional(Type.String({ minLength: 1, description: 'overrides the folder layout; tokens %{topic} %{routingKey} %Y %M %D %H' })),
   flushEveryBytes: Type.Integer({ default: 100 * 1024 * 1024, minimum: 0 }),
   flushEveryS: Type.Optional(Type.Number({ minimum: 0, description: 'default: 0 on an appendable connection (filesystem), 300 on object stores' })),
-  compression: literals(['none', 'gzip'] as const, 'none'),
+  format: literals(['jsonl', 'parquet'] as const, 'jsonl'),
+  compression: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('gzip'), Type.Literal('zstd'), Type.Literal('snappy')], { description: 'jsonl: none (default), gzip or zstd; parquet: zstd (default), snappy, gzip or none' })),
+  zstdLevel: Type.Integer({ default: 3, minimum: 1, maximum: 19 }),
+  rowGroupRows: Type.Integer({ default: 100_000, minimum: 1, description: 'parquet: most events in a row group' }),
+  rowGroupBytes: Type.Integer({ default: 32 * 1024 * 1024, minimum: 65536, description: 'parquet: most bytes of spooled JSON lines in a row group; bounds the memory of a conversion' }),
+  conversionTimeoutS: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'parquet: a conversion taking longer is stopped and retried' }),
   durability: literals(['fsync', 'write'] as const, 'fsync'),
   maxOpenFiles: Type.Integer({ default: 256, minimum: 1, description: 'file descriptors kept open' }),
   maxActiveFiles: Type.Integer({ default: 10000, minimum: 1, description: 'files being written at once' }),
   commitLog: Type.Boolean({ default: false, description: 'one sync per commit whatever the number of files touched' }),
   pipelinedCommits: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'group commits whose fdatasync may overlap' }),
-  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores only; default <stateDir>/<destination>/spool' })),
+  spoolDir: Type.Optional(Type.String({ minLength: 1, description: 'object stores and Parquet; default <stateDir>/<destination>/spool' })),
   spoolMaxBytes: Type.Integer({ default: 1024 ** 3, minimum: 1 }),
   maxConcurrentUploads: Type.Integer({ default: 4, minimum: 1, maximum: 64 }),
   uploadRetryInitialS: Type.Number({ default: 1, exclusiveMinimum: 0 }),
@@ -115,6 +54,11 @@ export const FilesDestinationSchema = Type.Object({
 
 export type FilesDestinationOptions = Static<typeof FilesDestinationSchema>
 
+/** The compression in force: the setting, or the format's default. */
+function compressionOf (options: FilesDestinationOptions): NonNullable<FilesDestinationOptions['compression']> {
+  return options.compression ?? (options.format === 'parquet' ? 'zstd' : 'none')
+}
+
 const MAINTENANCE_INTERVAL_MS = 1000
 const OBJECT_STORE_FLUSH_EVERY_S = 300
 const FOLDER_CACHE_LIMIT = 10_000
@@ -123,7 +67,10 @@ const FOLDER_CACHE_LIMIT = 10_000
  * Writes routed events as JSON lines into `<path>/<topic>/<routing-key>/<period>/` files of a
  * connection. On a connection that can append (the filesystem) the files written are the output;
  * on an object store they are written the same way into a local spool, and each sealed file is
- * uploaded as one object under the same key, then deleted from the spool.
+ * uploaded as one object under the same key, then deleted from the spool. With `format: parquet`
+ * events are spooled on every connection, each line headed with its topic and routing key, and a
+ * sealed spool file goes through the Parquet stage (converted in a worker thread) before it is
+ * placed in its folder or uploaded.
  */
 export class FilesDestination implements Destination {
   readonly name: string
@@ -131,21 +78,28 @@ export class FilesDestination implements Destination {
   readonly #context: DestinationContext
   readonly #layout: Layout
   readonly #time: ZonedTime
+  readonly #metrics: FilesMetrics
   #connection: Connection | undefined
   #writer: PartitionWriter | undefined
   #journal: Journal | undefined
   #log: CommitLog | undefined
   #uploader: Uploader | undefined
+  #stage: ParquetStage | undefined
   #integrity: Integrity | undefined
+  /** Events go to a local spool first (object stores, and Parquet on any connection). */
+  #spooled = false
+  #spoolDir: string | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
-  #probePath: string | undefined
+  #probePaths: string[] = []
   #timer: NodeJS.Timeout | undefined
   #closed = false
   // Folder per topic and routing key for the current period: encoding is done once, not per event.
   #folderPeriod = ''
   #folders = new Map<string, string>()
+  /** Parquet: the start of spool lines, per topic and routing key. */
+  #heads = new Map<string, Buffer>()
 
   constructor (options: FilesDestinationOptions, context: DestinationContext) {
     this.name = context.name
@@ -153,6 +107,11 @@ export class FilesDestination implements Destination {
     this.#context = context
     this.#layout = compileLayout(options)
     this.#time = new ZonedTime(context.timeZone)
+    this.#metrics = filesMetrics(context.metrics, {
+      openFiles: () => this.#writer?.stats.openFiles,
+      uploadRetries: () => this.#uploader?.stats.retries,
+      quarantined: () => this.#uploader?.stats.quarantined
+    })
   }
 
   async open (): Promise<void> {
@@ -161,17 +120,19 @@ export class FilesDestination implements Destination {
     const connection = context.connection(options.connection)
     if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
-    const appendable = connection.capabilities.append && connection.localPath !== undefined
+    const appendable = canAppend(connection)
+    const parquet = options.format === 'parquet'
+    // Parquet files are made whole from a sealed spool file, on every connection.
+    const spooled = this.#spooled = !appendable || parquet
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
-    const localPath = appendable
-      ? (connection.localPath as (key: string) => string).bind(connection)
+    this.#spoolDir = spoolDir
+    const localPath = !spooled && appendable
+      ? connection.localPath.bind(connection)
       : (key: string): string => {
           assertSafeKey(this.name, key)
           return join(spoolDir, ...key.split('/'))
         }
-    const logger = context.logger
-    const journal = await Journal.load(context.stateDir)
-    this.#journal = journal
+    const journal = this.#journal = await Journal.load(context.stateDir)
     // Opened before recovery, which records the files a crash left open.
     const integrity = options.integrity?.enabled === true
       ? this.#integrity = await Integrity.open(options.integrity, {
@@ -182,7 +143,7 @@ export class FilesDestination implements Destination {
         connection,
         path: options.path,
         gzip: options.compression === 'gzip',
-        logger,
+        logger: context.logger,
         now: context.now,
         lowestOpenSeq: () => journal.lowestLive(),
         retryInitialMs: options.uploadRetryInitialS * 1000,
@@ -190,117 +151,203 @@ export class FilesDestination implements Destination {
       })
       : undefined
     const recovered: string[] = []
-    // Replayed whatever the setting now says: a log left by the previous run holds acknowledged events.
-    const log = new CommitLog(join(context.stateDir, 'commit-log'), logger)
-    try {
-      const replayed = await replayCommitLog(log, new Set(journal.unsealed().map((e) => e.key)), localPath)
-      if (replayed.records > 0) logger.info(replayed, 'replayed the commit log into the files left open by the previous run')
-      if (replayed.torn) logger.warn('the commit log ended with a torn record (never acknowledged); it was ignored')
-    } catch (err) {
-      throw new EVS_ERR_RECOVERY(this.name, `commit log: ${(err as Error).message}`)
+    const log = new CommitLog(join(context.stateDir, 'commit-log'), context.logger, context.now)
+    await recoverOpenFiles({
+      destination: this.name,
+      journal,
+      log,
+      localPath,
+      tornDir: join(context.stateDir, 'torn'),
+      logger: context.logger,
+      now: context.now,
+      ...(integrity !== undefined
+        ? {
+            onRecovered: async (key: string) => {
+              recovered.push(key)
+              // Spooled, the file is recorded once uploaded, like any other.
+              if (!spooled) await integrity.completed({ key, path: localPath(key) }).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+            }
+          }
+        : {})
+    })
+    if (!appendable) this.#uploader = this.#startUploader(connection, spoolDir)
+    const stage = this.#stage = this.#startStage(connection, spoolDir)
+    await this.#recoverSpool(spoolDir)
+    if (!parquet && compressionOf(options) === 'zstd') await loadZstd() // fail now, not on the first event
+    if (options.commitLog && options.durability === 'fsync') {
+      await log.start()
+      this.#log = log
     }
-    await log.clear()
-    for (const entry of journal.unsealed()) {
-      try {
-        const result = await repairFile(localPath(entry.key), options.compression, join(context.stateDir, 'torn'), logger)
-        logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
-        if (result === 'intact' || result === 'repaired') {
-          recovered.push(entry.key)
-          // On an object store the file is recorded once uploaded, like any other.
-          if (appendable) await integrity?.completed({ key: entry.key, path: localPath(entry.key) }).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
-        }
-      } catch (err) {
-        throw new EVS_ERR_RECOVERY(this.name, `${entry.key}: ${(err as Error).message}`)
-      }
-      await journal.sealed(entry.seq)
-    }
-    await journal.compact()
+    this.#writer = this.#startWriter(journal, localPath, appendable, stage)
+    this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
+    // Readiness: a probe file where this destination writes first (its folder, or the spool).
+    const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
+    const folder = options.path.split('/').filter((s) => s !== '').join('/')
+    const probeKey = folder === '' ? probeName : `${folder}/${probeName}`
+    this.#probePaths = [localPath(probeKey)]
+    // Parquet on the filesystem: the files are placed in the destination folder, which must be writable too.
+    if (appendable && spooled) this.#probePaths.push(connection.localPath(probeKey))
+    await this.#probe()
+    this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
+    await integrity?.start({ keys: recovered })
+  }
 
-    if (!appendable) {
-      const uploader = new Uploader({
-        connection,
-        spoolDir,
-        quarantineDir: join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`),
-        concurrency: options.maxConcurrentUploads,
-        retryInitialMs: options.uploadRetryInitialS * 1000,
-        retryMaxMs: options.uploadRetryMaxS * 1000,
-        logger,
-        now: context.now,
-        onRemoved: (bytes) => { this.#spoolBytes -= bytes },
-        onAttempt: (seconds, outcome, err) => {
-          context.metrics.uploaded(seconds, outcome)
-          if (outcome === 'ok') context.metrics.completed()
-          else context.metrics.error(err)
-        },
-        ...(integrity !== undefined
-          ? { prepare: async (file) => await integrity.beforeUpload(file), confirmed: async (file) => await integrity.uploaded(file) }
-          : {})
-      })
-      this.#uploader = uploader
-      // Every file left in the spool is sealed now: upload it again under its own key.
-      const left = await spoolFiles(spoolDir)
-      for (const file of left) {
-        this.#spoolBytes += file.size
+  /** The uploader of an object store. */
+  #startUploader (connection: Connection, spoolDir: string): Uploader {
+    const options = this.#options
+    const context = this.#context
+    const integrity = this.#integrity
+    return new Uploader({
+      connection,
+      spoolDir,
+      quarantineDir: quarantineDirOf(spoolDir),
+      concurrency: options.maxConcurrentUploads,
+      retryInitialMs: options.uploadRetryInitialS * 1000,
+      retryMaxMs: options.uploadRetryMaxS * 1000,
+      logger: context.logger,
+      now: context.now,
+      onRemoved: (bytes) => { this.#spoolBytes -= bytes },
+      onAttempt: (seconds, outcome, err) => {
+        this.#metrics.upload.observe(seconds, outcome)
+        if (outcome === 'ok') this.#metrics.completed.add()
+        else this.#metrics.error(err)
+      },
+      ...(integrity !== undefined
+        ? { prepare: async (file: SpoolFile) => await integrity.beforeUpload(file), confirmed: async (file: SpoolFile) => await integrity.uploaded(file) }
+        : {})
+    })
+  }
+
+  /**
+   * The Parquet stage: converts sealed spool files, then places each Parquet file (queued for
+   * upload, or moved into its folder on the filesystem). Built whatever the format now says: a
+   * spool may hold Parquet files of a previous run.
+   */
+  #startStage (connection: Connection, spoolDir: string): ParquetStage {
+    const options = this.#options
+    const context = this.#context
+    const uploader = this.#uploader
+    const integrity = this.#integrity
+    let place: (file: SpoolFile) => Promise<void> | void
+    if (uploader !== undefined) {
+      place = (file) => {
         integrity?.pending(file.key)
         uploader.enqueue(file)
       }
-      if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
+    } else {
+      if (!canAppend(connection)) throw new EVS_ERR_RECOVERY(this.name, `connection "${connection.name}" can neither append nor upload`)
+      const finalPath = connection.localPath.bind(connection)
+      place = async (file) => {
+        await moveIntoPlace(file.path, finalPath(file.key))
+        // Only Parquet files a previous run left in the spool get here with integrity on (settings refuse
+        // it with format parquet): the file is in place, so a failed record is reported, not retried.
+        await integrity?.completed({ key: file.key, path: finalPath(file.key) }).catch((err: unknown) => {
+          this.#metrics.error(err)
+          context.logger.error({ err, key: file.key }, 'could not add the digest record of a file placed from the spool')
+        })
+        this.#spoolBytes -= file.size
+        this.#metrics.completed.add()
+        await pruneEmptyFolders(dirname(file.path), spoolDir)
+      }
     }
+    return new ParquetStage({
+      spoolDir,
+      quarantineDir: quarantineDirOf(spoolDir),
+      convert: { compression: options.format === 'parquet' ? compressionOf(options) : 'zstd', zstdLevel: options.zstdLevel, rowGroupRows: options.rowGroupRows, rowGroupBytes: options.rowGroupBytes },
+      timeoutMs: options.conversionTimeoutS * 1000,
+      retryInitialMs: options.uploadRetryInitialS * 1000,
+      retryMaxMs: options.uploadRetryMaxS * 1000,
+      logger: context.logger,
+      place,
+      onSpoolBytes: (delta) => { this.#spoolBytes += delta },
+      onError: (err) => { this.#metrics.error(err) }
+    })
+  }
 
-    const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
+  /** Every file left in the spool is sealed now: convert, place or upload it under its own key. */
+  async #recoverSpool (spoolDir: string): Promise<void> {
+    const logger = this.#context.logger
+    const left = await spoolFiles(spoolDir)
+    for (const file of left) this.#spoolBytes += file.size
+    const others = await (this.#stage as ParquetStage).recover(left)
+    const uploader = this.#uploader
+    if (uploader !== undefined) {
+      for (const file of others) {
+        this.#integrity?.pending(file.key)
+        uploader.enqueue(file)
+      }
+    } else if (others.length > 0) logger.warn({ files: others.map((f) => f.path) }, 'files in the spool that this destination does not place (it writes to a filesystem): left as they are')
+    if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'handling files left in the spool by the previous run')
+  }
+
+  #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean, stage: ParquetStage): PartitionWriter {
+    const options = this.#options
+    const context = this.#context
+    const parquet = options.format === 'parquet'
+    const compression = compressionOf(options)
+    const extension = parquet ? SPOOL_SUFFIX : compression === 'gzip' ? '.jsonl.gz' : compression === 'zstd' ? '.jsonl.zst' : '.jsonl'
     const prefix = `${context.instanceId}_${this.name}_`
     const uploader = this.#uploader
-    this.#writer = new PartitionWriter({
+    const integrity = this.#integrity
+    return new PartitionWriter({
       localPath,
       fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
-      compression: options.compression,
+      // Spool lines of Parquet are written as they are; the settings check refuses snappy for JSON lines.
+      compression: parquet ? 'none' : compression as Compression,
+      zstdLevel: options.zstdLevel,
       durability: options.durability,
       flushEveryBytes: options.flushEveryBytes,
       flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
       maxOpenFiles: options.maxOpenFiles,
       maxActiveFiles: options.maxActiveFiles,
       pipelinedCommits: options.pipelinedCommits,
-      ...(options.commitLog && options.durability === 'fsync' ? { commitLog: this.#log = await startLog(log) } : {}),
+      ...(this.#log !== undefined ? { commitLog: this.#log } : {}),
       journal,
-      logger,
+      logger: context.logger,
       now: context.now,
-      onWritten: (bytes) => { this.#spoolBytes += bytes },
-      onSynced: (seconds) => { context.metrics.synced(seconds) },
+      onWritten: this.#spooled ? (bytes) => { this.#spoolBytes += bytes } : undefined,
+      onSynced: (seconds) => { this.#metrics.commit.observe(seconds) },
       onError: (err) => {
-        context.metrics.error(err)
+        this.#metrics.error(err)
         this.#unwritable = (err as Error).message
       },
-      onSealed: uploader !== undefined
-        ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
-        : () => { context.metrics.completed() },
-      // The one place where a file is complete: at its final place on the filesystem, in the spool otherwise.
-      ...(integrity !== undefined
-        ? { beforeSealed: appendable ? async (file: SealedFile) => await integrity.completed(file) : (file: SealedFile) => integrity.pending(file.key) }
+      onSealed: (file: SealedFile) => {
+        const spoolFile = { key: file.key, path: file.path, size: file.size, since: file.openedAt }
+        if (parquet) stage.enqueue(spoolFile)
+        else if (uploader !== undefined) uploader.enqueue(spoolFile)
+        else this.#metrics.completed.add()
+      },
+      // Where a JSON-lines file is complete: at its final place on the filesystem, in the spool
+      // otherwise (recorded once uploaded). Parquet files are recorded where they are placed.
+      ...(integrity !== undefined && !parquet
+        ? { beforeSealed: !this.#spooled ? async (file: SealedFile) => await integrity.completed(file) : (file: SealedFile) => integrity.pending(file.key) }
         : {})
     })
-    this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
-    // Readiness: a probe file where this destination writes first (its folder, or the spool).
-    const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
-    const folder = options.path.split('/').filter((s) => s !== '').join('/')
-    this.#probePath = localPath(folder === '' ? probeName : `${folder}/${probeName}`)
-    await this.#probe()
-    this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
-    await integrity?.start({ keys: recovered })
   }
 
+  /**
+   * Appends every event to the file of its folder (topic, routing key and the period of its own
+   * `receivedAt`), one write per folder. Settles once all are durable as `durability` says;
+   * rejects with EVS_ERR_SPOOL_FULL, without writing anything, when the spool is full. When a
+   * write fails the promise rejects, though other folders' lines of the batch may be durable: the
+   * client's retry may then duplicate them, never lose them.
+   */
   accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
-    if (writer === undefined || this.#closed) return Promise.reject(new Error(`destination ${this.name} is not open`))
-    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+    if (writer === undefined || this.#closed) return Promise.reject(new EVS_ERR_DESTINATION_UNAVAILABLE(this.name, 'it is not open'))
+    if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
       return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
     let lastAt = Number.NaN
     let parts: TimeParts | undefined
     let period = ''
-    const byFolder = new Map<string, Buffer[]>()
+    // By period and folder: a pathFormat may leave out a period's coarser tokens (e.g. only %H).
+    const groups = new Map<string, { folder: string, period: string, lines: Buffer[] }>()
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let lines: Buffer[] = []
+    const parquet = this.#options.format === 'parquet'
+    let head: Buffer | undefined
     for (const event of events) {
       if (event.receivedAt !== lastAt) {
         lastAt = event.receivedAt
@@ -312,9 +359,16 @@ export class FilesDestination implements Destination {
         lastTopic = event.topic
         lastRoutingKey = event.routingKey
         const folder = this.#folder(event.topic, event.routingKey, parts as TimeParts, period)
-        const found = byFolder.get(folder)
-        if (found === undefined) byFolder.set(folder, lines = [])
-        else lines = found
+        const key = `${period}\u0000${folder}`
+        const found = groups.get(key)
+        if (found === undefined) groups.set(key, { folder, period, lines: lines = [] })
+        else lines = found.lines
+        if (parquet) head = this.#head(event.topic, event.routingKey)
+      }
+      if (head !== undefined) {
+        // The spool line carries topic and routing key, which the folder may not tell.
+        lines.push(head, event.line.subarray(1))
+        continue
       }
       // Lines of one request are views into one buffer: neighbours merge into a single write vector.
       const previous = lines[lines.length - 1]
@@ -326,7 +380,7 @@ export class FilesDestination implements Destination {
       }
     }
     const writes: Array<Promise<void>> = []
-    for (const [folder, lines] of byFolder) writes.push(writer.append(folder, period, lines))
+    for (const group of groups.values()) writes.push(writer.append(group.folder, group.period, group.lines))
     return writes.length === 1 ? writes[0] as Promise<void> : Promise.all(writes).then(() => {})
   }
 
@@ -344,12 +398,24 @@ export class FilesDestination implements Destination {
     return folder
   }
 
+  #head (topic: string, routingKey: string): Buffer {
+    const cacheKey = `${topic}\u0000${routingKey}`
+    let head = this.#heads.get(cacheKey)
+    if (head === undefined) {
+      if (this.#heads.size > FOLDER_CACHE_LIMIT) this.#heads.clear()
+      head = spoolLineHead(topic, routingKey)
+      this.#heads.set(cacheKey, head)
+    }
+    return head
+  }
+
   async #probe (): Promise<void> {
-    const path = this.#probePath as string
     try {
-      await mkdir(dirname(path), { recursive: true })
-      await writeFile(path, 'probe\n')
-      await unlink(path)
+      for (const path of this.#probePaths) {
+        await mkdir(dirname(path), { recursive: true })
+        await writeFile(path, 'probe\n')
+        await unlink(path)
+      }
       this.#unwritable = undefined
     } catch (err) {
       if (this.#unwritable === undefined) this.#context.logger.error({ err }, 'the destination folder is not writable')
@@ -360,8 +426,8 @@ export class FilesDestination implements Destination {
   ready (): { ready: true } | { ready: false, reason: string } {
     if (this.#closed || this.#writer === undefined) return { ready: false, reason: 'not open' }
     if (this.#unwritable !== undefined) return { ready: false, reason: `cannot write: ${this.#unwritable}` }
-    if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
-      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
+    if (this.#spooled && this.#spoolBytes >= this.#options.spoolMaxBytes) {
+      return { ready: false, reason: `spool full: ${this.#spoolBytes} bytes waiting for conversion or upload (spoolMaxBytes ${this.#options.spoolMaxBytes})` }
     }
     return { ready: true }
   }
@@ -370,23 +436,38 @@ export class FilesDestination implements Destination {
     this.#writer?.sealExpired(this.#layout.period(this.#time.parts(this.#context.now())))
   }
 
-  async flush (): Promise<void> {
-    await this.#writer?.flush()
-    await this.#uploader?.drain()
-  }
-
   async close (options?: { reason: 'shutdown' | 'reload' }): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== undefined) clearInterval(this.#timer)
     if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer)
     await this.#writer?.flush()
-    // On reload the next instance of this destination uploads what is left in the spool at once:
-    // waiting here would hold every request for the grace period.
-    await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    // On reload the next instance of this destination converts and uploads what is left in the
+    // spool at once: waiting here would hold every request for the grace period.
+    const reload = options?.reason === 'reload'
+    const graceMs = reload ? 0 : this.#options.uploadShutdownGraceS * 1000
+    const started = performance.now()
+    // Conversions first, from the same grace: what they finish is queued for upload.
+    await this.#stage?.close(graceMs)
+    const unconverted = this.#stage?.stats.conversionsPending ?? 0
+    if (unconverted > 0 && !reload) {
+      this.#context.logger.warn({ files: unconverted, spoolDir: this.#spoolDir },
+        `${unconverted} file(s) not converted to Parquet within uploadShutdownGraceS: they stay in the spool and are converted at the next start`)
+    }
+    const left = await this.#uploader?.close(Math.max(0, graceMs - (performance.now() - started)))
+    if (left !== undefined && left.files > 0 && !reload) {
+      // On a machine whose disk goes away with it, these events are lost unless someone copies them.
+      this.#context.logger.warn({
+        files: left.files,
+        bytes: left.bytes,
+        oldestEventAt: left.oldestSince === null ? null : new Date(left.oldestSince).toISOString(),
+        oldestKey: left.oldestKey,
+        spoolDir: this.#spoolDir
+      }, `${left.files} file(s), ${left.bytes} bytes, not uploaded within uploadShutdownGraceS: they stay in the spool and are uploaded at the next start`)
+    }
     // After the uploads: those that finished are recorded before the closing head. On reload the
     // next instance stores what is left, as it uploads what is left.
-    await this.#integrity?.close(options?.reason === 'reload' ? 0 : undefined)
+    await this.#integrity?.close(reload ? 0 : undefined)
     // Every file is sealed, so synced: the commit log holds nothing more.
     await this.#log?.close()
     if (this.#journal?.unsealed().length === 0) await this.#log?.clear()
@@ -399,6 +480,8 @@ export class FilesDestination implements Destination {
       connection: this.#connection?.name,
       ...this.#writer?.stats,
       ...(this.#integrity !== undefined ? { integrity: this.#integrity.stats() } : {}),
+      ...(this.#options.format === 'parquet' && this.#stage !== undefined ? { parquet: { ...this.#stage.stats } } : {}),
+      ...(this.#spooled && uploads === undefined ? { pendingBytes: this.#spoolBytes, spoolBytes: this.#spoolBytes } : {}),
       ...(uploads !== undefined
         ? {
             pendingBytes: this.#spoolBytes,
@@ -415,11 +498,25 @@ export class FilesDestination implements Destination {
 
 function checkFilesDestination (options: FilesDestinationOptions, context: DestinationCheckContext): SettingsProblem[] {
   const problems = [...checkLayout(options), ...checkIntegrity(options.integrity, options, context)]
+  if (options.integrity?.enabled === true && options.format === 'parquet') {
+    // Digest records cover JSON-lines files; a Parquet file's would need its own line count and times.
+    problems.push({ path: '/integrity', message: 'integrity does not cover format parquet yet: expected format "jsonl" with integrity enabled' })
+  }
+  if (options.integrity?.enabled === true && options.format !== 'parquet' && options.compression === 'zstd') {
+    problems.push({ path: '/integrity', message: 'integrity does not cover compression zstd yet: expected compression "none" or "gzip" with integrity enabled' })
+  }
+  if (options.format !== 'parquet' && options.compression === 'snappy') {
+    problems.push({ path: '/compression', message: 'expected "none", "gzip" or "zstd" with format "jsonl" ("snappy" is for format "parquet"), got "snappy"' })
+  }
   if (!context.connections.has(options.connection)) {
     const names = [...context.connections.keys()].map((n) => JSON.stringify(n)).join(', ')
     problems.push({ path: '/connection', message: `expected the name of a connection defined in "connections" (${names === '' ? 'none is defined' : names}), got ${JSON.stringify(options.connection)}` })
   }
   return problems
+}
+
+function quarantineDirOf (spoolDir: string): string {
+  return join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`)
 }
 
 async function filesDestination (fastify: FastifyInstance): Promise<void> {

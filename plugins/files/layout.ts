@@ -1,6 +1,4 @@
-import { encodeSegment } from '../../core/path-encoding.js'
-import type { TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import { encodeSegment, type SettingsProblem, type TimeParts } from '../../core/plugin-api.js'
 
 export type PartitioningPeriod = 'MONTH' | 'DAY' | 'HOUR'
 
@@ -18,7 +16,6 @@ export interface Layout {
   folder(topic: string, routingKey: string, time: TimeParts): string
   /** Identifies the time partition; a file never spans two. Empty when the layout has no time token. */
   period(time: TimeParts): string
-  readonly template: string
 }
 
 const PERIOD_TOKENS: Record<PartitioningPeriod, string> = {
@@ -102,7 +99,6 @@ export function compileLayout (options: LayoutOptions): Layout {
             : () => ''
 
   return {
-    template,
     period,
     folder (topic, routingKey, time) {
       let out = prefix

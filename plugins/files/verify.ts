@@ -1,8 +1,7 @@
 import { createHash, type KeyObject } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { basename } from 'node:path'
-import type { Connection } from '../../core/connection.js'
-import type { DestinationVerifyContext, VerifyProblem, VerifyReport, VerifyRequest } from '../../core/destination.js'
+import { canAppend, type Connection, type DestinationVerifyContext, type VerifyProblem, type VerifyReport, type VerifyRequest } from '../../core/plugin-api.js'
 import {
   checkSignature, DIGEST_FOLDER, digestPrefix, keyIdOf, loadPublicKey, loadSigningKey, parseDataName, parseDigest, parseDigestKey,
   type FileRecord, type HeadRecord, type ParsedDigest
@@ -33,7 +32,7 @@ async function readAll (connection: Connection, key: string): Promise<Buffer> {
  * there is a pool, else streamed through the connection.
  */
 async function hashObject (connection: Connection, key: string, digester: FileDigester | undefined, onBytes: (n: number) => void): Promise<{ sha256: string, bytes: number }> {
-  if (connection.localPath !== undefined && digester !== undefined) {
+  if (canAppend(connection) && digester !== undefined) {
     try {
       const { sha256, bytes } = await digester.digest({ path: connection.localPath(key), gzip: false, md5: false, lines: false })
       onBytes(bytes)
@@ -145,7 +144,7 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
     }
   }
   let done = 0
-  await forEach(toRead, connection.localPath !== undefined ? 8 : 16, async (entry) => {
+  await forEach(toRead, canAppend(connection) ? 8 : 16, async (entry) => {
     try {
       entry.digest = parseDigest(await readAll(connection, entry.key))
     } catch (err) {
@@ -294,7 +293,7 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
   // Threads are worth starting only when there is much to hash.
   let total = 0
   for (const record of recordedKeys.values()) total += record.bytes
-  const local = connection.localPath !== undefined && total >= POOL_THRESHOLD_BYTES
+  const local = canAppend(connection) && total >= POOL_THRESHOLD_BYTES
   const workers = Math.min(4, availableParallelism())
   const digester = local ? new FileDigester({ workers, lowPriority: false }) : undefined
   try {

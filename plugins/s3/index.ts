@@ -1,15 +1,16 @@
 import { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
 import {
   DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
-import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
-import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
+import {
+  assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type Static
+} from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { ConnectTimeoutS, connectTimeout, IdleTimeoutS, idleTimeout } from '../object-store-timeouts.js'
 
 const Checksum = Type.Union([Type.Literal('WHEN_SUPPORTED'), Type.Literal('WHEN_REQUIRED')], { default: 'WHEN_SUPPORTED' })
 
@@ -33,7 +34,9 @@ export const S3OptionsSchema = Type.Object({
   objectLock: Type.Optional(Type.Object({
     mode: Type.Union([Type.Literal('GOVERNANCE'), Type.Literal('COMPLIANCE')]),
     days: Type.Integer({ minimum: 1, description: 'each object is locked until this many days after its upload' })
-  }, { additionalProperties: false, description: 'S3 Object Lock retention for every data file and digest record (the bucket must have Object Lock enabled)' }))
+  }, { additionalProperties: false, description: 'S3 Object Lock retention for every data file and digest record (the bucket must have Object Lock enabled)' })),
+  connectTimeoutS: ConnectTimeoutS,
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type S3Options = Static<typeof S3OptionsSchema>
@@ -44,14 +47,17 @@ const PERMANENT_NAMES = new Set([
   'SignatureDoesNotMatch', 'AccountProblem', 'InvalidObjectState', 'KMS.DisabledException', 'KMS.NotFoundException'
 ])
 
-function classify (err: unknown): never {
+function classify (err: unknown, connection: string, o: S3Options): never {
   const e = err as Error & { $metadata?: { httpStatusCode?: number }, name: string }
+  // The SDK's own timeouts (see requestHandler below), named as on every store.
+  if (e.name === 'TimeoutError' && e.message.includes('did not establish a connection')) throw connectTimeout(connection, o.connectTimeoutS)
+  if (e.name === 'TimeoutError' && e.message.includes('of inactivity')) throw idleTimeout(connection, o.idleTimeoutS)
   const status = e.$metadata?.httpStatusCode
   if (PERMANENT_NAMES.has(e.name) || status === 403 || (status === 404 && e.name !== 'NoSuchKey')) throw markPermanent(e)
   throw e
 }
 
-export class S3Connection implements Connection {
+export class S3Connection implements ObjectConnection {
   readonly type = 's3'
   readonly name: string
   readonly capabilities = { append: false, checksums: ['sha256'] } as const
@@ -73,7 +79,10 @@ export class S3Connection implements Connection {
         region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
         forcePathStyle: o.forcePathStyle,
         requestChecksumCalculation: o.requestChecksumCalculation,
-        responseChecksumValidation: o.responseChecksumValidation
+        responseChecksumValidation: o.responseChecksumValidation,
+        // Without them a store that accepts connections and never answers holds a request forever.
+        // socketTimeout is an idle timeout: a large part that keeps moving is never cut.
+        requestHandler: { connectionTimeout: o.connectTimeoutS * 1000, socketTimeout: o.idleTimeoutS * 1000 }
       }
       if (o.endpoint !== undefined) config.endpoint = o.endpoint
       // Without static keys the SDK's default chain applies: env, shared profile, SSO, web identity, container and instance roles.
@@ -107,7 +116,6 @@ export class S3Connection implements Connection {
         Key: this.#key(key),
         Body: body,
         ...(options.contentType !== undefined ? { ContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { ContentEncoding: options.contentEncoding } : {}),
         ...(o.storageClass !== undefined ? { StorageClass: o.storageClass as never } : {}),
         ...(o.serverSideEncryption !== undefined ? { ServerSideEncryption: o.serverSideEncryption } : {}),
         ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {}),
@@ -128,7 +136,7 @@ export class S3Connection implements Connection {
     try {
       await Promise.race([upload.done(), bodyError])
     } catch (err) {
-      classify(err)
+      classify(err, this.name, this.#options)
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
     }
@@ -142,7 +150,7 @@ export class S3Connection implements Connection {
       if ((err as Error).name === 'NoSuchKey' || (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) {
         throw new EVS_ERR_CONNECTION_NOT_FOUND(this.name, key)
       }
-      classify(err)
+      classify(err, this.name, this.#options)
     }
   }
 
@@ -153,7 +161,7 @@ export class S3Connection implements Connection {
         Bucket: this.#options.bucket,
         Prefix: this.#prefix + prefix,
         ...(token !== undefined ? { ContinuationToken: token } : {})
-      })).catch(classify)
+      })).catch((err: unknown) => classify(err, this.name, this.#options))
       for (const item of res.Contents ?? []) {
         if (item.Key === undefined) continue
         yield { key: item.Key.slice(this.#prefix.length), size: item.Size ?? 0 }
@@ -163,7 +171,7 @@ export class S3Connection implements Connection {
   }
 
   async delete (key: string): Promise<void> {
-    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch(classify)
+    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch((err: unknown) => classify(err, this.name, this.#options))
   }
 
   async check (): Promise<void> {

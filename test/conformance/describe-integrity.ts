@@ -9,7 +9,7 @@ import pino from 'pino'
 import type { FastifyInstance } from 'fastify'
 import type { Connection } from '../../core/connection.js'
 import type { VerifyReport } from '../../core/destination.js'
-import { verifyTrail } from '../../core/verify-trail.js'
+import { verifyTrail } from '../../index.js'
 import { encodeDigest, loadSigningKey, parseDigest } from '../../plugins/files/digest-record.js'
 import { BIN, spawnServer } from '../child-server.js'
 import { captureLogs, start, tempDir } from '../helpers.js'
@@ -79,9 +79,8 @@ function load (url: string, connections: number): { stop(): Promise<number[]> } 
 
 const kinds = (report: VerifyReport): string[] => report.problems.map((p) => `${p.kind} ${p.key}`)
 
-/** Uploads everything sealed, then stops: `close` alone leaves queued uploads in the spool for the next start. */
+/** Uploads everything sealed, then stops: a shutdown uploads for up to uploadShutdownGraceS (10 s by default). */
 async function drainAndClose (app: FastifyInstance): Promise<void> {
-  for (const destination of app.eventServer.destinations.values()) await destination.flush()
   await app.close()
 }
 

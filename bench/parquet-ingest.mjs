@@ -1,0 +1,170 @@
+// Ingest with `format: parquet` against `format: jsonl`, same requests, same run, in alternation;
+// plus the conversion's throughput (MB/s of spooled JSON lines).
+//
+//   npm run build && node bench/parquet-ingest.mjs
+//
+// Environment: BENCH_ROUNDS (5), BENCH_SCALE (1: request counts are multiplied by it).
+// Two servers run side by side on the filesystem, one per format, each with flushEveryBytes 16 MiB
+// so that files are completed (and, for Parquet, converted) during the load. Each round is a
+// back-to-back pair, its order swapped every round; between runs the Parquet server is let finish
+// its conversions, so that one side's background work never lands in the other's measurement.
+// "ingest" counts acknowledged events over the load's duration (conversions started during the
+// load compete for the CPU); "sustained" also counts the time the conversions took to catch up.
+import { spawn } from 'node:child_process'
+import { mkdtemp, readdir, rm, writeFile, mkdir, stat } from 'node:fs/promises'
+import { cpus, tmpdir, loadavg } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+import { dssEvents } from './dss-events.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const root = join(here, '..')
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
+const SCALE = Number(process.env.BENCH_SCALE ?? 1)
+
+const sample = dssEvents(100, 11)
+// One DSS-like event with a unique number per request (__SEQ__), and an array of 100 of them.
+const SINGLE = sample[0].text.replace('{', '{"seq":__SEQ__,')
+const ARRAY_100 = `[${sample.map((e, i) => e.text.replace('{', `{"seq":${i},`)).join(',')}]`
+const SCENARIOS = [
+  { id: 'single', name: '1 event/request, 50 conns, fsync', connections: 50, amount: 30000, eventsPerRequest: 1, unique: true, body: SINGLE },
+  { id: 'array100', name: 'arrays of 100, 20 conns, fsync', connections: 20, amount: 1500, eventsPerRequest: 100, body: ARRAY_100 }
+]
+
+function spawnServer (dir, format) {
+  const child = spawn(process.execPath, [join(root, 'bin', 'dss-event-server.js'), 'start', '--config', join(dir, 'settings.json'), '--host', '127.0.0.1', '--port', '0'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout.on('data', (c) => { output += c })
+  child.stderr.on('data', (c) => { output += c })
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)))
+  const url = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no start: ${output}`)), 30000)
+    child.stdout.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
+      if (m) { clearTimeout(timer); resolve(m[1]) }
+    })
+    exited.then((code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${output}`)) })
+  })
+  return { child, url, exited, format, output: () => output }
+}
+
+function load (url, scenario, amount, sequence) {
+  const request = { method: 'POST', path: '/events/generic/rk-1', headers: { 'content-type': 'application/json' }, body: scenario.body }
+  if (scenario.unique) request.setupRequest = (req) => { req.body = scenario.body.replace('__SEQ__', String(sequence.next++)); return req }
+  const started = performance.now()
+  let lastResponseAt = started
+  return new Promise((resolve, reject) => {
+    const instance = autocannon({ url, connections: scenario.connections, pipelining: 1, amount, timeout: 30, requests: [request] }, (err, result) => {
+      if (err) reject(err)
+      else resolve({ ok: result['2xx'], bad: result.non2xx + result.errors + result.timeouts, seconds: (lastResponseAt - started) / 1000, p99: result.latency.p99 })
+    })
+    instance.on('response', () => { lastResponseAt = performance.now() })
+  })
+}
+
+async function stats (url) {
+  return (await (await fetch(`${url}/stats`)).json()).destinations.all
+}
+
+/** Waits until the server has no conversion pending; the seconds it took. */
+async function settle (url) {
+  const started = performance.now()
+  for (;;) {
+    const s = await stats(url)
+    if ((s.details.parquet?.conversionsPending ?? 0) === 0) return (performance.now() - started) / 1000
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+async function outputBytes (dir) {
+  let total = 0
+  let files = 0
+  for (const e of await readdir(join(dir, 'out'), { recursive: true, withFileTypes: true }).catch(() => [])) {
+    if (!e.isFile()) continue
+    total += (await stat(join(e.parentPath, e.name))).size
+    files++
+  }
+  return { total, files }
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+
+async function runScenario (scenario) {
+  const servers = {}
+  for (const format of ['jsonl', 'parquet']) {
+    const dir = await mkdtemp(join(tmpdir(), `evs-bench-pq-${scenario.id}-${format}-`))
+    await writeFile(join(dir, 'settings.json'), JSON.stringify({
+      server: { instanceId: `bench-${format}` },
+      connections: { local: { type: 'filesystem', root: './out' } },
+      destinations: [{ name: 'all', connection: 'local', path: 'events', format, flushEveryBytes: 16 * 1024 * 1024 }]
+    }))
+    const server = spawnServer(dir, format)
+    servers[format] = { ...server, dir, url: await server.url, sequence: { next: 0 }, acked: 0, runs: [] }
+  }
+  const amount = Math.max(10, Math.round(scenario.amount * SCALE))
+  for (const s of Object.values(servers)) { // warm-up
+    s.acked += (await load(s.url, scenario, Math.max(10, Math.round(amount / 10)), s.sequence)).ok * scenario.eventsPerRequest
+    await settle(s.url)
+  }
+  const run = async (s) => {
+    const r = await load(s.url, scenario, amount, s.sequence)
+    const catchUp = await settle(s.url)
+    s.acked += r.ok * scenario.eventsPerRequest
+    s.runs.push({ ingest: r.ok * scenario.eventsPerRequest / r.seconds, sustained: r.ok * scenario.eventsPerRequest / (r.seconds + catchUp), catchUp, p99: r.p99, bad: r.bad })
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    if (round % 2 === 0) { await run(servers.jsonl); await run(servers.parquet) } else { await run(servers.parquet); await run(servers.jsonl) }
+  }
+  const converted = (await stats(servers.parquet.url)).details.parquet
+  const failures = []
+  for (const s of Object.values(servers)) {
+    s.child.kill('SIGTERM')
+    const code = await s.exited
+    if (code !== 0) failures.push(`${s.format} server exited with ${code}: ${s.output().slice(-1000)}`)
+    if (s.runs.some((r) => r.bad > 0)) failures.push(`${s.format}: some requests were not acknowledged`)
+  }
+  const out = { jsonl: await outputBytes(servers.jsonl.dir), parquet: await outputBytes(servers.parquet.dir) }
+  if (out.parquet.files === 0) failures.push('no Parquet file written')
+  const ratios = servers.parquet.runs.map((r, i) => r.ingest / servers.jsonl.runs[i].ingest)
+  const sustainedRatios = servers.parquet.runs.map((r, i) => r.sustained / servers.jsonl.runs[i].sustained)
+  for (const s of Object.values(servers)) await rm(s.dir, { recursive: true, force: true })
+  return {
+    scenario,
+    jsonl: { ingest: median(servers.jsonl.runs.map((r) => r.ingest)), p99: median(servers.jsonl.runs.map((r) => r.p99)) },
+    parquet: { ingest: median(servers.parquet.runs.map((r) => r.ingest)), sustained: median(servers.parquet.runs.map((r) => r.sustained)), catchUp: median(servers.parquet.runs.map((r) => r.catchUp)), p99: median(servers.parquet.runs.map((r) => r.p99)) },
+    ratio: median(ratios),
+    ratios,
+    sustainedRatio: median(sustainedRatios),
+    conversion: { files: converted.converted, inputMB: converted.convertedInputBytes / 1e6, outputMB: converted.convertedOutputBytes / 1e6, seconds: converted.conversionSeconds, mbPerS: converted.convertedInputBytes / 1e6 / converted.conversionSeconds },
+    out,
+    acked: { jsonl: servers.jsonl.acked, parquet: servers.parquet.acked },
+    failures
+  }
+}
+
+console.log(`Parquet ingest benchmark: ${ROUNDS} rounds per format, scale ${SCALE}, ${cpus().length} cores (${cpus()[0]?.model}), Node.js ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+const results = []
+for (const scenario of SCENARIOS) {
+  process.stdout.write(`(${scenario.id}) ${scenario.name}... `)
+  const result = await runScenario(scenario)
+  results.push(result)
+  console.log(`jsonl ${fmt(result.jsonl.ingest)} events/s, parquet ${fmt(result.parquet.ingest)} (ratio ${fmt(result.ratio, 2)}; rounds ${result.ratios.map((r) => fmt(r, 2)).join(' ')})${result.failures.length ? '  FAILED: ' + result.failures.join('; ') : ''}`)
+}
+
+const rows = [
+  '| scenario | jsonl events/s | parquet events/s (ingest) | ratio (median of rounds) | rounds | parquet sustained events/s | sustained ratio | conversion MB/s of input | converted | output jsonl / parquet bytes |',
+  '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |',
+  ...results.map((r) => `| ${r.scenario.name} | ${fmt(r.jsonl.ingest)} | ${fmt(r.parquet.ingest)} | ${fmt(r.ratio, 2)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.parquet.sustained)} | ${fmt(r.sustainedRatio, 2)} | ${fmt(r.conversion.mbPerS, 1)} | ${r.conversion.files} files, ${fmt(r.conversion.inputMB, 1)} MB → ${fmt(r.conversion.outputMB, 1)} MB | ${fmt(r.out.jsonl.total)} / ${fmt(r.out.parquet.total)} |`)
+]
+const note = `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Node.js ${process.version}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (a shared machine: figures are noisy; compare within a round). ${ROUNDS} rounds per format, each a back-to-back pair in alternating order, load generator on the same machine. "ingest": acknowledged events over the load's duration; "sustained": over the load plus the time the conversions took to catch up after it.`
+console.log(`\n${rows.join('\n')}\n\n${note}`)
+await mkdir(join(here, 'results'), { recursive: true })
+await writeFile(join(here, 'results', 'parquet-ingest.md'), `${rows.join('\n')}\n\n${note}\n`)
+await writeFile(join(here, 'results', 'parquet-ingest.json'), JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, scale: SCALE, results: results.map(({ scenario, ...r }) => ({ scenario: scenario.id, ...r })) }, null, 2))
+const failed = results.filter((r) => r.failures.length > 0)
+if (failed.length > 0) {
+  console.error(`FAILED: ${failed.map((r) => r.failures.join('; ')).join('\n')}`)
+  process.exit(1)
+}
