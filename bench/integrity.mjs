@@ -127,7 +127,7 @@ async function runScenario (scenario) {
   }
   // Shutting down includes what the trail still had to do: hash the last files, store their records.
   const stopS = { off: await stop(off), on: await stop(on) }
-  const { verifyTrail } = await import(join(root, 'dist', 'core', 'verify-trail.js'))
+  const { verifyTrail } = await import(join(root, 'dist', 'index.js'))
   // Twice: the first run also loads the plugins; the page cache holds the files both times.
   const verifyS = []
   let report = { problems: [], summary: { events: on.acknowledged, bytes: 0, files: 0 } }
