@@ -109,6 +109,22 @@ export function describeConnection (name: string, backend: ConnectionUnderTest):
       expect(await keys(connection, 'nothing/here/')).toEqual([])
     })
 
+    it('lists the folders one level below a folder, without the objects below them', async () => {
+      const { connection } = context
+      if (connection.listFolders === undefined) return
+      for (const key of ['f/a/1', 'f/a/x/2', 'f/b/3', 'f/4', 'f/c%2F/5', 'g/6']) await connection.put(key, Buffer.from(key))
+      const folders = async (folder: string): Promise<string[]> => {
+        const out: string[] = []
+        for await (const name of (connection.listFolders as (f: string) => AsyncIterable<string>)(folder)) out.push(name)
+        return out.sort()
+      }
+      expect(await folders('f/')).toEqual(['a', 'b', 'c%2F'])
+      expect(await folders('f/a/')).toEqual(['x'])
+      expect(await folders('')).toEqual(['f', 'g'])
+      expect(await folders('f/b/')).toEqual([])
+      expect(await folders('nothing/')).toEqual([])
+    })
+
     it('round-trips keys built from hostile topics and routing keys', async () => {
       const { connection } = context
       const hostile = ['..', '../../etc/passwd', 'a/b', 'é\u202e', '%2e%2e', ' ', '\0', 'x'.repeat(5000), '?#[]', '.hidden']
