@@ -62,5 +62,12 @@ export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_
 export const EVS_ERR_CONNECTION_CAPABILITY = createError<'EVS_ERR_CONNECTION_CAPABILITY', 500, [string, string]>(
   'EVS_ERR_CONNECTION_CAPABILITY', 'Connection "%s" does not support %s', 500)
 
+export const EVS_ERR_QUERY_INVALID = createError<'EVS_ERR_QUERY_INVALID', 400, [string]>(
+  'EVS_ERR_QUERY_INVALID', '%s', 400)
+export const EVS_ERR_QUERY_DESTINATION = createError<'EVS_ERR_QUERY_DESTINATION', 400, [string]>(
+  'EVS_ERR_QUERY_DESTINATION', '%s', 400)
+export const EVS_ERR_QUERY_STORE = createError<'EVS_ERR_QUERY_STORE', 503, [string, string]>(
+  'EVS_ERR_QUERY_STORE', 'Cannot list the files of destination "%s": %s', 503)
+
 export const EVS_ERR_RECOVERY = createError<'EVS_ERR_RECOVERY', 500, [string, string]>(
   'EVS_ERR_RECOVERY', 'Recovery of destination "%s" failed: %s', 500)

@@ -91,3 +91,30 @@ export class ZonedTime {
     }
   }
 }
+
+/** The wall-clock time of an instant in `zone`, as milliseconds of a UTC date with the same fields. */
+export function wallTime (zone: ZonedTime, ms: number): number {
+  const p = zone.parts(ms)
+  const withinMinute = ((ms % 60000) + 60000) % 60000
+  return Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute)) + withinMinute
+}
+
+const DAY_MS = 86_400_000
+
+/**
+ * The first instant whose wall-clock time in `zone` is `wall` (ms of a UTC date with the wanted
+ * fields). A wall time that occurs twice (clocks set back) gives its first occurrence; one that
+ * never occurs (clocks set forward) gives the instant of the jump.
+ */
+export function wallToInstant (zone: ZonedTime, wall: number): number {
+  if (zone.timeZone === 'UTC' || zone.timeZone === 'Etc/UTC') return wall
+  const offsets = new Set([wall - DAY_MS, wall, wall + DAY_MS].map((t) => wallTime(zone, t) - t))
+  let found: number | undefined
+  let latest = -Infinity
+  for (const offset of offsets) {
+    const t = wall - offset
+    latest = Math.max(latest, t)
+    if (wallTime(zone, t) === wall && (found === undefined || t < found)) found = t
+  }
+  return found ?? latest
+}

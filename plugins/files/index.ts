@@ -13,6 +13,7 @@ import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
 import { PartitionWriter, type SealedFile } from './partition-writer.js'
+import { readFilesDestination } from './reader.js'
 import { repairFile } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
 
@@ -387,7 +388,8 @@ async function filesDestination (fastify: FastifyInstance): Promise<void> {
     type: 'files',
     schema: FilesDestinationSchema,
     check: checkFilesDestination,
-    create: (options: FilesDestinationOptions, context) => new FilesDestination(options, context)
+    create: (options: FilesDestinationOptions, context) => new FilesDestination(options, context),
+    read: (options: FilesDestinationOptions, context, query) => readFilesDestination(options, context, query)
   })
 }
 

@@ -27,7 +27,7 @@ const PERIOD_TOKENS: Record<PartitioningPeriod, string> = {
   HOUR: '%Y/%M/%D/%H'
 }
 
-const TOKEN = /%\{topic\}|%\{routingKey\}|%Y|%M|%D|%H|%/g
+export const TOKEN = /%\{topic\}|%\{routingKey\}|%Y|%M|%D|%H|%/g
 
 export function defaultTemplate (options: Omit<LayoutOptions, 'path' | 'pathFormat'>): string {
   return [
