@@ -5,6 +5,7 @@ import { buildServer, checkSettings } from './server.js'
 import { readSettingsFile, type SettingsSource } from './settings.js'
 import { formatProblems } from './validation.js'
 import { parseDuration, send, type SenderProgress, type SenderSummary } from './sender.js'
+import { QUERY_USAGE, queryCommand } from './query-command.js'
 
 const USAGE = `Usage: dss-event-server <command> [options]
 
@@ -19,6 +20,7 @@ Commands:
            send --url URL [--key K] [--topic T] [--routing-key R] [--rate N]
                 [--count N | --duration 30s] [--batch N] [--concurrency N] [--insecure]
 
+${QUERY_USAGE}
 Options:
   -c, --config FILE   Settings file, JSON or YAML (default: built-in settings, see README)
       --host HOST     Listen address; overrides server.host
@@ -114,7 +116,9 @@ function positive (name: string, text: string | undefined, fallback: number, all
   return value
 }
 
-async function sendCommand (values: Record<string, string | boolean | undefined>): Promise<number> {
+const lastOf = (value: string | boolean | string[] | undefined): string => String(Array.isArray(value) ? value[value.length - 1] : value)
+
+async function sendCommand (values: Record<string, string | boolean | string[] | undefined>): Promise<number> {
   const url = values.url as string | undefined
   if (url === undefined) throw new Error('send needs --url, e.g. --url http://localhost:11004')
   const durationS = values.duration === undefined ? undefined : parseDuration(values.duration as string)
@@ -128,8 +132,8 @@ async function sendCommand (values: Record<string, string | boolean | undefined>
     ...(count !== undefined ? { count } : {}),
     ...(durationS !== undefined ? { durationS } : {}),
     ...(values.key !== undefined ? { key: values.key as string } : {}),
-    ...(values.topic !== undefined ? { topic: values.topic as string } : {}),
-    ...(values['routing-key'] !== undefined ? { routingKey: values['routing-key'] as string } : {}),
+    ...(values.topic !== undefined ? { topic: lastOf(values.topic) } : {}),
+    ...(values['routing-key'] !== undefined ? { routingKey: lastOf(values['routing-key']) } : {}),
     insecure: values.insecure === true
   }
   const tty = process.stderr.isTTY
@@ -175,14 +179,28 @@ export async function main (argv: string[]): Promise<number> {
         pretty: { type: 'boolean' },
         url: { type: 'string' },
         key: { type: 'string' },
-        topic: { type: 'string' },
-        'routing-key': { type: 'string' },
+        topic: { type: 'string', multiple: true },
+        'routing-key': { type: 'string', multiple: true },
         rate: { type: 'string' },
         count: { type: 'string' },
         duration: { type: 'string' },
         batch: { type: 'string' },
         concurrency: { type: 'string' },
-        insecure: { type: 'boolean' }
+        insecure: { type: 'boolean' },
+        destination: { type: 'string', short: 'd' },
+        from: { type: 'string' },
+        to: { type: 'string' },
+        user: { type: 'string', multiple: true },
+        'msg-type': { type: 'string', multiple: true },
+        address: { type: 'string', multiple: true },
+        where: { type: 'string', short: 'w', multiple: true },
+        format: { type: 'string' },
+        fields: { type: 'string' },
+        limit: { type: 'string' },
+        order: { type: 'string' },
+        'count-by': { type: 'string' },
+        follow: { type: 'boolean', short: 'f' },
+        interval: { type: 'string' }
       }
     })
   } catch (err) {
@@ -204,6 +222,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'start': return await start(values.config, values.host, values.port, values.pretty === true)
       case 'check': return await check(values.config, values.connections === true)
       case 'send': return await sendCommand(values)
+      case 'query': return await queryCommand(values)
       default:
         process.stderr.write(`Unknown command "${command}"\n\n${USAGE}`)
         return 2

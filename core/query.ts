@@ -48,6 +48,8 @@ export interface QueryEventsOptions {
   onProblem?: (problem: QueryProblem) => void
   now?: () => number
   logger?: FastifyBaseLogger
+  /** Wraps each connection the query creates: to instrument it (count calls) or restrict it. */
+  wrapConnection?: (connection: Connection) => Connection
 }
 
 export interface EventQueryResult extends AsyncIterable<StoredEvent> {
@@ -83,6 +85,7 @@ async function * run (options: QueryEventsOptions, stats: QueryStats): AsyncGene
   // The same validation as `start` and `check`: plugins load into a Fastify instance that never listens.
   const fastify = Fastify({ logger: false })
   const connections = new Map<string, Connection>()
+  const opened: Connection[] = []
   try {
     await registerTypes(fastify, core.settings, source.baseDir)
     const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
@@ -137,14 +140,16 @@ async function * run (options: QueryEventsOptions, stats: QueryStats): AsyncGene
         let connection = connections.get(connectionName)
         const resolved = byName.get(connectionName)
         if (connection === undefined && resolved !== undefined) {
-          connection = resolved.definition.create(resolved.options, { name: connectionName, baseDir: source.baseDir, logger })
+          const created = resolved.definition.create(resolved.options, { name: connectionName, baseDir: source.baseDir, logger }) as Connection
+          opened.push(created)
+          connection = options.wrapConnection?.(created) ?? created
           connections.set(connectionName, connection)
         }
         return connection
       }
     }, query)
   } finally {
-    await Promise.allSettled([...connections.values()].map(async (c) => await c.close()))
+    await Promise.allSettled(opened.map(async (c) => await c.close()))
     await fastify.close()
   }
 }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { S3Connection, type S3Options } from '../plugins/s3/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
-import { startS3, S3_COMPAT, S3_CREDENTIALS, type S3Emulator } from './emulators/s3.js'
+import { startS3, S3_COMPAT, S3_CREDENTIALS, S3RVER_SHALLOW_FOLDERS, type S3Emulator } from './emulators/s3.js'
 import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -35,7 +35,8 @@ function options (extra: Partial<S3Options> = {}): S3Options {
 }
 
 describeConnection('s3 (s3rver)', {
-  create: async () => new S3Connection(options(), { name: 's3' })
+  create: async () => new S3Connection(options(), { name: 's3' }),
+  shallowFolderListing: S3RVER_SHALLOW_FOLDERS
 })
 
 describe('s3 connection', () => {

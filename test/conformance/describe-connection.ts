@@ -14,6 +14,11 @@ export interface ConnectionUnderTest {
   cleanup?(connection: Connection): Promise<void>
   /** Size of the large streamed object; keep it above the backend's single-request upload size. */
   largeObjectBytes?: number
+  /**
+   * Why this server cannot list folders that hold only folders (no object directly inside): that
+   * test is then reported as skipped, with the reason. The backend's own code is not at fault.
+   */
+  shallowFolderListing?: string
 }
 
 async function collect (stream: Readable): Promise<Buffer> {
@@ -123,6 +128,20 @@ export function describeConnection (name: string, backend: ConnectionUnderTest):
       expect(await folders('')).toEqual(['f', 'g'])
       expect(await folders('f/b/')).toEqual([])
       expect(await folders('nothing/')).toEqual([])
+    })
+
+    it.skipIf(backend.shallowFolderListing !== undefined)(`lists folders that hold only folders${backend.shallowFolderListing !== undefined ? ` (skipped: ${backend.shallowFolderListing})` : ''}`, async () => {
+      const { connection } = context
+      if (connection.listFolders === undefined) return
+      for (const key of ['deep/t/r/2026/11/26/14/a.jsonl', 'deep/t/s/2026/11/26/15/b.jsonl', 'deep/u/r/2025/01/01/00/c.jsonl']) await connection.put(key, Buffer.from(key))
+      const folders = async (folder: string): Promise<string[]> => {
+        const out: string[] = []
+        for await (const name of (connection.listFolders as (f: string) => AsyncIterable<string>)(folder)) out.push(name)
+        return out.sort()
+      }
+      expect(await folders('deep/')).toEqual(['t', 'u'])
+      expect(await folders('deep/t/')).toEqual(['r', 's'])
+      expect(await folders('deep/t/r/2026/11/')).toEqual(['26'])
     })
 
     it('round-trips keys built from hostile topics and routing keys', async () => {
