@@ -4,6 +4,7 @@ import { BlobServiceClient } from '@azure/storage-blob'
 import { AzureBlobConnection, type AzureBlobOptions } from '../plugins/azure-blob/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
+import { describeQuery } from './conformance/describe-query.js'
 import { startAzurite, AZURITE_ACCOUNT, AZURITE_KEY, type AzureEmulator } from './emulators/azure.js'
 
 let azure: AzureEmulator
@@ -59,4 +60,8 @@ describeObjectStoreDestination('azure-blob (Azurite)', {
   refusing: (prefix) => ({ type: 'azure-blob', ...options({ prefix, container: 'no-such-container' }) }),
   stop: async () => await azure.stop(),
   restart: async () => await azure.restart()
+})
+
+describeQuery('azure-blob (Azurite)', {
+  connection: (prefix) => ({ type: 'azure-blob', ...options({ prefix }) })
 })

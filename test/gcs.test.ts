@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { classifyGcsError, GcsConnection, type GcsOptions } from '../plugins/gcs/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
+import { describeQuery } from './conformance/describe-query.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
 import { checkSettings } from '../core/server.js'
 import { tempDir } from './helpers.js'
@@ -51,4 +52,8 @@ describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
   refusing: { unsupported: 'the Cloud Storage emulator accepts uploads to any bucket and ignores credentials; see the classification test above' },
   stop: async () => await gcs.stop(),
   restart: async () => await gcs.restart()
+})
+
+describeQuery('gcs (Cloud Storage emulator)', {
+  connection: (prefix) => ({ type: 'gcs', ...options({ prefix }) })
 })

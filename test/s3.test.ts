@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto'
 import { S3Connection, type S3Options } from '../plugins/s3/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
+import { describeQuery } from './conformance/describe-query.js'
+import type { Connection } from '../core/connection.js'
 import { startS3, S3_COMPAT, S3_CREDENTIALS, S3RVER_SHALLOW_FOLDERS, type S3Emulator } from './emulators/s3.js'
 import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
@@ -88,4 +90,20 @@ describeObjectStoreDestination('s3 (s3rver)', {
   refusing: (prefix) => ({ type: 's3', ...options({ prefix, bucket: 'no-such-bucket' }) }),
   stop: async () => await s3.stop(),
   restart: async () => await s3.restart()
+})
+
+describeQuery('s3 (s3rver)', {
+  connection: (prefix) => ({ type: 's3', ...options({ prefix }) }),
+  // The reader then lists whole subtrees instead of one folder level (S3RVER_SHALLOW_FOLDERS).
+  wrapConnection: (c: Connection): Connection => ({
+    type: c.type,
+    name: c.name,
+    capabilities: c.capabilities,
+    put: c.put.bind(c),
+    read: c.read.bind(c),
+    list: c.list.bind(c),
+    delete: c.delete.bind(c),
+    check: c.check.bind(c),
+    close: c.close.bind(c)
+  })
 })
