@@ -52,6 +52,11 @@ const TOKEN_PATTERN: Record<Token, string> = { Y: '(\\d{4})', M: '(\\d{2})', D: 
 const MAX_PERIODS = 100_000
 /** Past this many candidate names for one folder level, its folders are listed instead. */
 const MAX_CANDIDATES = 10_000
+/**
+ * Up to this many possible names of a folder level are entered without listing it: one call each
+ * below, where listing the level first would cost one more call and save those of missing folders.
+ */
+const ENTER_WITHOUT_LISTING = 4
 
 interface Period { readonly values: Readonly<Record<DateToken, string>>, readonly start: number, readonly end: number }
 
@@ -71,10 +76,10 @@ function wallSpan (values: Bindings, levels: number): [number, number] {
 
 /**
  * Which files of a destination can hold events of a time range, topics and routing keys, found by
- * walking its folder template: a level whose name is known (a literal, a wanted topic, the one date
- * the range allows) costs no call; a level with several possible names is listed one level deep
- * (`listFolders`) and only matching folders are entered; a subtree mostly inside the range is
- * listed in one call. Without `listFolders`, the first level that needs a listing is listed whole.
+ * walking its folder template: a level whose few possible names are known (a literal, the wanted
+ * topics, the dates the range allows) costs no call; a level with many, or unknown, names is
+ * listed one level deep (`listFolders`) and only matching folders are entered; a subtree mostly
+ * inside the range is listed in one call. Without `listFolders`, the first level that needs a listing is listed whole.
  */
 export class ReadPlan {
   readonly #options: ReadPlanOptions
@@ -244,7 +249,7 @@ export class ReadPlan {
     }
     const segment = this.#segments[i] as Segment
     const candidates = this.#candidates(segment, b)
-    if (candidates !== undefined && candidates.size <= 1) {
+    if (candidates !== undefined && candidates.size <= ENTER_WITHOUT_LISTING) {
       for (const [name, values] of candidates) yield * this.#walk(connection, stats, signal, `${prefix}${name}/`, i + 1, { ...b, ...values })
       return
     }
