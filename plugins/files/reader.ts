@@ -8,7 +8,7 @@ import { encodeSegment } from '../../core/path-encoding.js'
 import { UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from '../../core/router.js'
 import { ZonedTime } from '../../core/time.js'
 import { equalityNeedle } from '../../core/where.js'
-import { formatOf, START, type ReadCursor } from './formats.js'
+import { BlockPool, formatOf, START, type ReadCursor } from './formats.js'
 import { compileLayout, type LayoutOptions } from './layout.js'
 import { decodeSegment, ReadPlan, type PlannedFile } from './read-plan.js'
 import { LineScanner, type ScanFilter } from './scan.js'
@@ -24,6 +24,7 @@ const FOLLOW_INTERVAL_LOCAL_MS = 1000
 const FOLLOW_INTERVAL_STORE_MS = 10_000
 
 interface Reading {
+  readonly pool: BlockPool
   readonly connection: Connection
   readonly stats: QueryStats
   readonly signal: AbortSignal | undefined
@@ -47,7 +48,7 @@ function missing (err: unknown): boolean {
 async function * fileEvents (reading: Reading, file: PlannedFile, cursor: ReadCursor, position: { cursor: ReadCursor }, blockBytes = BLOCK_BYTES): AsyncGenerator<StoredEvent[]> {
   const format = formatOf(file.key)
   if (format === undefined) return
-  const decoded = format.decode({ key: file.key, size: file.size, connection: reading.connection, stats: reading.stats, signal: reading.signal, blockBytes }, cursor)
+  const decoded = format.decode({ key: file.key, size: file.size, pool: reading.pool, connection: reading.connection, stats: reading.stats, signal: reading.signal, blockBytes }, cursor)
   const scanner = new LineScanner(reading.filter, {
     key: file.key,
     topic: file.topic === undefined ? undefined : decodeSegment(file.topic),
@@ -217,25 +218,27 @@ async function * inTimeOrder (reading: Reading, files: PlannedFile[], cursors?: 
 }
 
 /**
- * Pulls batches from `source` ahead of its consumer, up to `max` batches: the next files are
- * opened, read and decompressed (in the thread pool) while the current one is scanned.
+ * Pulls batches of events from `source` ahead of its consumer, up to `max` events: the next files
+ * are opened, read, decompressed (in the thread pool) and scanned while the current one is consumed.
+ * With a selective filter, that is most of a file; without one, a few blocks.
  */
 class Prefetch<T> {
-  readonly #iterator: AsyncIterator<T>
+  readonly #iterator: AsyncIterator<T[]>
   readonly #max: number
-  readonly #queue: Array<{ value?: T, done?: true, error?: unknown }> = []
+  readonly #queue: Array<{ value?: T[], done?: true, error?: unknown }> = []
+  #queued = 0
   #pulling = false
   #ended = false
   #wake: (() => void) | undefined
 
-  constructor (source: AsyncIterable<T>, max: number) {
+  constructor (source: AsyncIterable<T[]>, max: number) {
     this.#iterator = source[Symbol.asyncIterator]()
     this.#max = max
     this.#pull()
   }
 
   #pull (): void {
-    if (this.#pulling || this.#ended || this.#queue.length >= this.#max) return
+    if (this.#pulling || this.#ended || this.#queued >= this.#max) return
     this.#pulling = true
     this.#iterator.next().then((result) => {
       this.#pulling = false
@@ -244,6 +247,7 @@ class Prefetch<T> {
         this.#queue.push({ done: true })
       } else {
         this.#queue.push({ value: result.value })
+        this.#queued += result.value.length
       }
       this.#wake?.()
       this.#pull()
@@ -255,15 +259,16 @@ class Prefetch<T> {
     })
   }
 
-  async * drain (): AsyncGenerator<T> {
+  async * drain (): AsyncGenerator<T[]> {
     for (;;) {
       while (this.#queue.length === 0) await new Promise<void>((resolve) => { this.#wake = resolve })
       this.#wake = undefined
-      const item = this.#queue.shift() as { value?: T, done?: true, error?: unknown }
+      const item = this.#queue.shift() as { value?: T[], done?: true, error?: unknown }
+      if (item.value !== undefined) this.#queued -= item.value.length
       this.#pull()
       if ('error' in item) throw item.error
       if (item.done === true) return
-      yield item.value as T
+      yield item.value as T[]
     }
   }
 
@@ -273,12 +278,12 @@ class Prefetch<T> {
   }
 }
 
-/** Files read this many at once (the current one and those ahead), each with this many batches queued at most. */
+/** Files read at once (the current one and those ahead), each with this many events queued at most. */
 const FILES_AHEAD = 4
-const BATCHES_AHEAD = 4
+const EVENTS_AHEAD = 2000
 
 async function * inStoredOrder (reading: Reading, files: AsyncIterable<PlannedFile> | PlannedFile[], cursors?: Map<string, { cursor: ReadCursor }>): AsyncGenerator<StoredEvent> {
-  const window: Array<Prefetch<StoredEvent[]>> = []
+  const window: Array<Prefetch<StoredEvent>> = []
   const iterator = (Symbol.asyncIterator in files ? files[Symbol.asyncIterator]() : (files as PlannedFile[])[Symbol.iterator]()) as AsyncIterator<PlannedFile> | Iterator<PlannedFile>
   let listed = true
   const fill = async (): Promise<void> => {
@@ -291,13 +296,13 @@ async function * inStoredOrder (reading: Reading, files: AsyncIterable<PlannedFi
       const file = next.value
       const position = cursors?.get(file.key) ?? { cursor: START }
       if (cursors !== undefined && !cursors.has(file.key)) cursors.set(file.key, position)
-      window.push(new Prefetch(fileEvents(reading, file, position.cursor, position), BATCHES_AHEAD))
+      window.push(new Prefetch(fileEvents(reading, file, position.cursor, position), EVENTS_AHEAD))
     }
   }
   try {
     await fill()
     while (window.length > 0) {
-      for await (const batch of (window[0] as Prefetch<StoredEvent[]>).drain()) yield * batch
+      for await (const batch of (window[0] as Prefetch<StoredEvent>).drain()) yield * batch
       window.shift()
       await fill()
     }
@@ -368,6 +373,7 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
   }
   if (query.where !== undefined) tests.push(query.where)
   const reading: Reading = {
+    pool: new BlockPool(),
     connection,
     stats,
     signal,

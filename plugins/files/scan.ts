@@ -112,9 +112,11 @@ export class LineScanner {
     }
     const starts: number[] = []
     for (const needle of driver) {
+      // A single byte is searched as a number: memchr rather than a string search.
+      const what: Buffer | number = needle.length === 1 ? needle[0] as number : needle
       let pos = start
       for (;;) {
-        const at = b.indexOf(needle, pos)
+        const at = b.indexOf(what, pos)
         if (at === -1 || at >= end) break
         const s = at === start ? start : Math.max(start, b.lastIndexOf(LF, at) + 1)
         starts.push(s)
@@ -133,7 +135,7 @@ export class LineScanner {
   }
 
   #holdsOthers (line: Buffer): boolean {
-    if (line.indexOf(BACKSLASH) !== -1) return true
+    if (line.indexOf(92) !== -1) return true
     return this.#others.every((group) => group.some((needle) => line.indexOf(needle) !== -1))
   }
 
