@@ -92,10 +92,13 @@ export function equalityNeedle (value: string): Buffer | undefined {
   return Buffer.from(JSON.stringify(value))
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
 /** What a line holding a field that contains `text` must contain. */
 function substringNeedle (text: string): Buffer | undefined {
-  // Only a number's text is made of these characters, and it could be spelled otherwise.
-  if (NUMBER_CHARS.test(text)) return undefined
+  // Only a number's text is made of these characters, and it could be spelled otherwise; half a
+  // surrogate pair has no UTF-8 bytes of its own.
+  if (NUMBER_CHARS.test(text) || LONE_SURROGATE.test(text)) return undefined
   return Buffer.from(JSON.stringify(text).slice(1, -1))
 }
 
