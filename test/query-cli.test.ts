@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile, spawn } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -178,6 +178,47 @@ describe('dss-event-server query (command line)', () => {
     expect(new Set(seen).size).toBe(seen.length)
     expect(await reader.stop()).toBe(130)
     expect(reader.stderr()).toBe('')
+  })
+
+  it('on a terminal: a table fitting its width by default, and a summary on stderr', async () => {
+    const { Writable } = await import('node:stream')
+    const { queryCommand } = await import('../core/query-command.js')
+    const fake = (columns: number): NodeJS.WriteStream & { text: () => string } => {
+      let text = ''
+      const stream = new Writable({ write (chunk: Buffer, _e, done) { text += chunk.toString(); done() } })
+      return Object.assign(stream, { isTTY: true, columns, text: () => text }) as unknown as NodeJS.WriteStream & { text: () => string }
+    }
+    const stdout = fake(60)
+    const stderr = fake(60)
+    const cwd = process.cwd()
+    process.chdir(dir)
+    try {
+      expect(await queryCommand({ config: 'settings.json', destination: 'audit', order: 'time' }, { stdout, stderr })).toBe(0)
+    } finally {
+      process.chdir(cwd)
+    }
+    const lines = stdout.text().trimEnd().split('\n')
+    // Six columns in sixty characters: the widest give way, cut with an ellipsis.
+    expect(lines[0]).toMatch(/^serverT\S*\s+topic\s+routing\S*\s+authUse\S*\s+msgType\S*\s+origAd/)
+    expect(lines).toHaveLength(events.length + 1)
+    expect(Math.max(...lines.map((l) => [...l].length))).toBeLessThanOrEqual(60)
+    expect(lines[1]).toContain(events[0]?.authUser.slice(0, 5))
+    expect(stderr.text()).toMatch(new RegExp(`${events.length} events from \\d+ files \\(.* scanned\\) in [\\d.]+ s\\n$`))
+  })
+
+  it('stops quietly when the reader of its output goes away (| head)', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'evs-query-cli-'))
+    onCleanup(async () => await rm(own, { recursive: true, force: true }))
+    const folder = join(own, 'out', 'audit', 'generic', 'n1', '2026', '11', '25', '10')
+    await mkdir(folder, { recursive: true })
+    const line = (i: number): string => `{"clientEvent":{"id":${i},"pad":"${'x'.repeat(200)}"},"origAddress":"10.0.0.1","serverTimestamp":"2026-11-25T10:00:00.000+0000"}\n`
+    await writeFile(join(folder, 'big_audit_0000000001.jsonl'), Array.from({ length: 50_000 }, (_, i) => line(i)).join(''))
+    await writeFile(join(own, 'settings.json'), JSON.stringify({ connections: { store: { type: 'filesystem', root: './out' } }, destinations: [{ name: 'audit', connection: 'store', path: 'audit' }] }))
+    const run = await promisify(execFile)('bash', ['-c', `set -o pipefail; "${process.execPath}" "${BIN}" query -c settings.json | head -n 2`], { cwd: own })
+      .then(({ stdout, stderr }) => ({ code: 0, stdout, stderr }), (err: { code: number, stdout: string, stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }))
+    expect(run.stderr).toBe('')
+    expect(run.code).toBe(0)
+    expect(run.stdout.split('\n').filter((l) => l !== '')).toHaveLength(2)
   })
 
   describe('on S3 (s3rver)', () => {
