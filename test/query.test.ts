@@ -174,6 +174,14 @@ describe('query: reading back a filesystem trail', () => {
     await expect(ids({ ...base(), from: T0 + HOUR, to: T0 })).rejects.toMatchObject({ code: 'EVS_ERR_QUERY_INVALID' })
   })
 
+  it('refuses a destination whose type cannot be read back, naming it', async () => {
+    const fixture = join(import.meta.dirname, 'fixtures', 'dss-event-server-plugin-capture')
+    await expect(ids({
+      baseDir: join(fixture, '..'),
+      document: { plugins: ['./dss-event-server-plugin-capture'], destinations: [{ name: 'mem', type: 'capture', label: 'x' }] }
+    })).rejects.toMatchObject({ code: 'EVS_ERR_QUERY_DESTINATION', message: 'Destination "mem" is of type "capture", which cannot be read back (its plugin has no read)' })
+  })
+
   it('reads a trail whose layout has no topic or routing-key folders, taking them from the events themselves', async () => {
     const own = await mkdtemp(join(tmpdir(), 'evs-query-'))
     try {

@@ -414,8 +414,15 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
       const now = context.now()
       const roundFrom = first ? lowerBound : Math.max(lowerBound, now - FOLLOW_LOOKBACK_MS)
       const roundTo = Math.min(to, now + FOLLOW_LOOKAHEAD_MS)
+      let files: PlannedFile[] = []
+      try {
+        if (roundFrom < roundTo) files = await collect(listed(planFor(roundFrom, roundTo), followReading, context.name))
+      } catch (err) {
+        // The first listing's failure ends the query; later ones (a store blip) are reported and retried.
+        if (first || isAbort(err, signal)) throw err
+        reading.onProblem({ source: context.name, message: `${(err as Error).message}; trying again in ${interval / 1000} s` })
+      }
       first = false
-      const files = roundFrom < roundTo ? await collect(listed(planFor(roundFrom, roundTo), followReading, context.name)) : []
       const changed = files.filter((f) => cursors.get(f.key)?.size !== f.size)
       for (const file of changed) {
         const entry = cursors.get(file.key)
