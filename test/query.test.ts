@@ -174,6 +174,30 @@ describe('query: reading back a filesystem trail', () => {
     await expect(ids({ ...base(), from: T0 + HOUR, to: T0 })).rejects.toMatchObject({ code: 'EVS_ERR_QUERY_INVALID' })
   })
 
+  it('--order time over more files in one partition than are merged at once (runs spilled to disk)', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'evs-query-'))
+    try {
+      const { buildServer } = await import('../core/server.js')
+      const document = { server: { instanceId: 'many' }, connections: { store: { type: 'filesystem', root: './out' } }, destinations: [{ name: 'audit', connection: 'store', path: 'audit', flushEveryBytes: 0, durability: 'write' }] }
+      const clock = { t: T0 }
+      const app = await buildServer({ document, baseDir: own, logger: false, now: () => clock.t })
+      // 150 files (one per request) in one hour folder, written in an order unlike their times' order.
+      const times = Array.from({ length: 150 }, (_, i) => T0 + ((i * 7919) % 150) * 1000)
+      for (const [i, t] of times.entries()) {
+        clock.t = t
+        expect((await app.inject({ method: 'POST', url: `/events/generic/rk${i % 3}`, payload: [{ id: i }, { id: 1000 + i }] })).statusCode).toBe(200)
+      }
+      await app.close()
+      expect((await listFiles(join(own, 'out'))).length).toBe(150)
+      const found = await all({ document, baseDir: own, order: 'time' })
+      expect(found.map((e) => e.time)).toEqual([...times, ...times].sort((a, b) => a - b))
+      expect(sorted(found.map((e) => (e.record.clientEvent as { id: number }).id))).toEqual(sorted([...times.keys(), ...[...times.keys()].map((i) => 1000 + i)]))
+      expect(found.every((e) => e.topic === 'generic' && /^rk[012]$/.test(e.routingKey))).toBe(true)
+    } finally {
+      await rm(own, { recursive: true, force: true })
+    }
+  })
+
   it('refuses a destination whose type cannot be read back, naming it', async () => {
     const fixture = join(import.meta.dirname, 'fixtures', 'dss-event-server-plugin-capture')
     await expect(ids({
