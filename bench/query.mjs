@@ -135,7 +135,7 @@ export async function runQueryBench (options = {}) {
   const keep = process.env.QUERY_BENCH_DIR !== undefined
   const dir = process.env.QUERY_BENCH_DIR ?? await mkdtemp(join(tmpdir(), 'evs-query-bench-'))
   const log = options.log ?? ((text) => process.stderr.write(`${text}\n`))
-  const { queryEvents } = await import(pathToFileURL(join(root, 'dist', 'core', 'index.js')).href)
+  const { queryEvents } = await import(pathToFileURL(join(root, 'dist', 'index.js')).href)
   const results = []
   try {
     for (const [kind, size] of [['jsonl', mb], ['jsonl.gz', gzMb]]) {
@@ -225,4 +225,3 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   await writeFile(join(here, 'results', 'query-latest.json'), `${JSON.stringify(report, null, 2)}\n`)
   await writeFile(join(here, 'results', 'query-latest.md'), text)
 }
-

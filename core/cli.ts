@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import type { FastifyInstance } from 'fastify'
-import { buildServer, checkSettings } from './server.js'
+import { EVS_ERR_CLI_ARGUMENT } from './errors.js'
+import type { BuiltinType } from './registry.js'
+import { checkSettings } from './check.js'
+import { buildServer } from './server.js'
 import { readSettingsFile, type SettingsSource } from './settings.js'
 import { formatProblems } from './validation.js'
 import { parseDuration, send, type SenderProgress, type SenderSummary } from './sender.js'
@@ -72,8 +75,9 @@ function installSignalHandlers (app: FastifyInstance, timeoutS: number): void {
   })
 }
 
-async function start (config: string | undefined, host: string | undefined, port: string | undefined, pretty: boolean): Promise<number> {
+async function start (config: string | undefined, host: string | undefined, port: string | undefined, pretty: boolean, builtinTypes: readonly BuiltinType[]): Promise<number> {
   const app = await buildServer({
+    builtinTypes,
     ...(config !== undefined ? { settingsFile: config } : { document: {}, baseDir: process.cwd() }),
     overrides: { ...(host !== undefined ? { host } : {}), ...(port !== undefined ? { port } : {}) },
     pretty
@@ -112,7 +116,7 @@ function report (s: SenderSummary): string {
 function positive (name: string, text: string | undefined, fallback: number, allowZero = false): number {
   if (text === undefined) return fallback
   const value = Number(text)
-  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new Error(`--${name} expects a ${allowZero ? 'non-negative' : 'positive'} number, got "${text}"`)
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new EVS_ERR_CLI_ARGUMENT(`--${name} expects a ${allowZero ? 'non-negative' : 'positive'} number, got "${text}"`)
   return value
 }
 
@@ -120,9 +124,9 @@ const lastOf = (value: string | boolean | string[] | undefined): string => Strin
 
 async function sendCommand (values: Record<string, string | boolean | string[] | undefined>): Promise<number> {
   const url = values.url as string | undefined
-  if (url === undefined) throw new Error('send needs --url, e.g. --url http://localhost:11004')
+  if (url === undefined) throw new EVS_ERR_CLI_ARGUMENT('send needs --url, e.g. --url http://localhost:11004')
   const durationS = values.duration === undefined ? undefined : parseDuration(values.duration as string)
-  if (values.duration !== undefined && durationS === undefined) throw new Error(`--duration expects e.g. 30s, 2m or 500ms, got "${String(values.duration)}"`)
+  if (values.duration !== undefined && durationS === undefined) throw new EVS_ERR_CLI_ARGUMENT(`--duration expects e.g. 30s, 2m or 500ms, got "${String(values.duration)}"`)
   const count = values.count === undefined ? undefined : positive('count', values.count as string, 0)
   const options = {
     url,
@@ -144,9 +148,9 @@ async function sendCommand (values: Record<string, string | boolean | string[] |
   return summary.eventsAcknowledged === summary.eventsSent ? 0 : 1
 }
 
-async function check (config: string | undefined, probeConnections: boolean): Promise<number> {
+async function check (config: string | undefined, probeConnections: boolean, builtinTypes: readonly BuiltinType[]): Promise<number> {
   const source = await loadSource(config)
-  const { problems, warnings, probes } = await checkSettings(source.document, source.baseDir, process.env, { probeConnections })
+  const { problems, warnings, probes } = await checkSettings(source.document, source.baseDir, process.env, { probeConnections, builtinTypes })
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`)
   if (problems.length > 0) {
     process.stderr.write(`${source.origin}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${formatProblems(problems)}\n`)
@@ -162,8 +166,11 @@ async function check (config: string | undefined, probeConnections: boolean): Pr
   return probes.every((p) => p.ok) ? 0 : 1
 }
 
-/** Runs the command line; resolves with the exit code (`start` keeps the process running). */
-export async function main (argv: string[]): Promise<number> {
+/**
+ * Runs the command line; resolves with the exit code (`start` keeps the process running). The
+ * entry point (bin/dss-event-server.js) passes the built-in types: the core names no plugin.
+ */
+export async function main (argv: string[], { builtinTypes = [] }: { builtinTypes?: readonly BuiltinType[] } = {}): Promise<number> {
   let parsed
   try {
     parsed = parseArgs({
@@ -219,10 +226,10 @@ export async function main (argv: string[]): Promise<number> {
   const command = positionals[0] ?? 'start'
   try {
     switch (command) {
-      case 'start': return await start(values.config, values.host, values.port, values.pretty === true)
-      case 'check': return await check(values.config, values.connections === true)
+      case 'start': return await start(values.config, values.host, values.port, values.pretty === true, builtinTypes)
+      case 'check': return await check(values.config, values.connections === true, builtinTypes)
       case 'send': return await sendCommand(values)
-      case 'query': return await queryCommand(values)
+      case 'query': return await queryCommand(values, { builtinTypes })
       default:
         process.stderr.write(`Unknown command "${command}"\n\n${USAGE}`)
         return 2

@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { Static, TSchema } from 'typebox'
 import type { SettingsProblem } from './validation.js'
 
 /**
  * What a connection can do beyond the operations every backend has. Declared, never probed.
- * - `append`: keys are local files that can be appended to in place (the filesystem). Destinations
- *   write straight into them; other connections get whole objects through `put` from a local spool.
+ * - `append`: keys are local files that can be appended to in place (the filesystem), at
+ *   `localPath(key)`: destinations write straight into them. Other connections get whole objects
+ *   through `put`, from a local spool.
  */
 export interface ConnectionCapabilities {
   readonly append: boolean
@@ -15,7 +16,6 @@ export interface ConnectionCapabilities {
 
 export interface PutOptions {
   contentType?: string
-  contentEncoding?: string
   /** Byte length of the body, when known: lets object stores choose a single-request upload. */
   size?: number
   /** Aborts the upload; the key is then left as it was. */
@@ -49,7 +49,7 @@ export interface ObjectInfo {
  * Keys are relative, `/`-separated, with no empty, `.` or `..` segment; they are already safe (the
  * caller encodes untrusted parts). A connection makes no network call until one of its methods runs.
  */
-export interface Connection {
+interface ConnectionOperations {
   readonly type: string
   readonly name: string
   readonly capabilities: ConnectionCapabilities
@@ -73,8 +73,25 @@ export interface Connection {
   /** Writes and deletes a probe object; rejects with the backend's own message when it cannot. */
   check(): Promise<void>
   close(): Promise<void>
-  /** Absolute local path of a key: only on connections with the `append` capability. */
-  localPath?(key: string): string
+}
+
+/** A connection whose keys are local files: it declares `append` and says where each key is. */
+export interface AppendableConnection extends ConnectionOperations {
+  readonly capabilities: { readonly append: true }
+  /** Absolute local path of a key; throws EVS_ERR_CONNECTION_KEY_INVALID for an unsafe key. */
+  localPath(key: string): string
+}
+
+/** A connection that stores whole objects (S3, Azure Blob Storage, Google Cloud Storage...). */
+export interface ObjectConnection extends ConnectionOperations {
+  readonly capabilities: { readonly append: false }
+}
+
+export type Connection = AppendableConnection | ObjectConnection
+
+/** Whether a connection declares the `append` capability (and so has `localPath`). */
+export function canAppend (connection: Connection): connection is AppendableConnection {
+  return connection.capabilities.append
 }
 
 export interface ConnectionContext {

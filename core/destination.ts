@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { Static, TSchema } from 'typebox'
 import type { Connection } from './connection.js'
 import type { SettingsProblem } from './validation.js'
 
@@ -22,9 +22,18 @@ export interface Destination {
   readonly name: string
   /** Runs once before the server listens: recover what a crash left behind. */
   open(): Promise<void>
+  /**
+   * Takes the events of one request routed to this destination, in request order: possibly many,
+   * spanning time periods (each carries its own `receivedAt`). Resolves once they are as durable as
+   * the destination promises; the request is answered 2xx once every destination that took some of
+   * its events resolved. Rejects when they cannot be stored: the request fails with 503 (with the
+   * error itself when it carries an `EVS_ERR_*` code and a status, else
+   * EVS_ERR_DESTINATION_UNAVAILABLE) and the client sends it again, so events of a rejected batch
+   * that were stored anyway may come twice: duplicates, never loss. Calls overlap (one per request
+   * in flight) and none comes once `close()` began. Events and their `line` are shared with the
+   * other destinations: never modify them.
+   */
   accept(events: readonly RoutedEvent[]): Promise<void>
-  /** Makes everything accepted so far durable and complete (files sealed, uploads done where possible). */
-  flush(): Promise<void>
   /**
    * Flushes, then releases every resource. No `accept` follows. On `reload`, a destination of the
    * same name opens right after: work that can resume there (e.g. uploads) need not be waited for.
@@ -36,25 +45,42 @@ export interface Destination {
   ready?(): { ready: true } | { ready: false, reason: string }
 }
 
-/** Fields of `stats()` the server exposes as metrics; a destination may add its own. */
+/**
+ * A snapshot for /stats (and the two gauges below). The server reads the fields named here, the
+ * same for every destination; anything else is the destination's own, in its own words, and
+ * /stats shows it under `details`.
+ */
 export interface DestinationStats {
-  openFiles?: number
-  /** Bytes accepted but not yet at their final place (an object store's spool). */
+  /** Bytes acknowledged but not yet at their final place (a spool, a send buffer): evs_spool_bytes. */
   pendingBytes?: number
-  /** Reception time (ms) of the oldest event not yet at its final place. */
+  /** Reception time (ms) of the oldest event not yet at its final place: evs_oldest_pending_seconds. */
   oldestPendingAt?: number | null
-  uploadRetries?: number
-  quarantined?: number
   [key: string]: unknown
 }
 
-/** What a destination reports as it works; the server turns it into metrics. */
+export interface DestinationCounter {
+  add(n?: number): void
+}
+
+export interface DestinationHistogram {
+  /** `labelValue`: the value of the histogram's own label, when it was declared with one. */
+  observe(seconds: number, labelValue?: string): void
+}
+
+/**
+ * What a destination reports as it works, as Prometheus metrics labelled with its name. A type
+ * declares the instruments it needs, by a name of its own (`evs_[a-z0-9_]+`): every destination
+ * using a name shares the instrument, declared again with the same kind, help and label; counters
+ * and histograms carry on across reloads, a gauge follows the destination of its name.
+ */
 export interface DestinationMetrics {
-  /** One group commit (write and sync) took this long. */
-  synced(seconds: number): void
-  /** A file (or object) is complete at its final place. */
-  completed(): void
-  uploaded(seconds: number, outcome: 'ok' | 'failed' | 'quarantined'): void
+  /** A counter (its name ends in `_total`). */
+  counter(name: string, help: string): DestinationCounter
+  /** A histogram of durations in seconds; `label` names one more label of the type's choosing. */
+  histogram(name: string, help: string, buckets: readonly number[], label?: string): DestinationHistogram
+  /** A gauge, read when metrics are scraped. */
+  gauge(name: string, help: string, read: () => number | undefined): void
+  /** A failure worth showing as /stats `lastError`. */
   error(err: unknown): void
 }
 
@@ -77,6 +103,44 @@ export interface DestinationCheckContext {
   readonly name: string
   /** Connection names defined in settings, with their types. */
   readonly connections: ReadonlyMap<string, string>
+}
+
+/** DSS's own placeholders for a message without topic or routing key. */
+export const UNKNOWN_TOPIC = '??UnknownTopic??'
+export const UNKNOWN_ROUTING_KEY = '__Routed_Nowhere__'
+
+/** Where an event names its topic and routing key, the first with a value winning. */
+export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
+export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
+
+/** A routing field's value as text: a non-empty string, a number or boolean, or an array's first such. */
+export function scalar (value: unknown): string | undefined {
+  // A loop, not recursion: the value is untrusted and may be nested arbitrarily deep.
+  while (Array.isArray(value)) value = value[0]
+  if (typeof value === 'string') return value === '' ? undefined : value
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value)
+  return undefined
+}
+
+/** The first of `fields` that `source` holds as a scalar (see `scalar`). */
+export function firstField (source: Record<string, unknown>, fields: readonly string[]): string | undefined {
+  for (const field of fields) {
+    const value = scalar(source[field])
+    if (value !== undefined) return value
+  }
+  return undefined
+}
+
+const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/
+
+/**
+ * What a line holding a field equal to `value` must contain. A number has several spellings
+ * (`1000`, `1e3`), so a value that reads as one gives nothing; `true`, `false` and `null` have one.
+ */
+export function equalityNeedle (value: string): Buffer | undefined {
+  if (NUMBER.test(value)) return undefined
+  if (value === 'true' || value === 'false' || value === 'null') return Buffer.from(value)
+  return Buffer.from(JSON.stringify(value))
 }
 
 /** A stored line as it was written: `{"clientEvent":…,"origAddress":…,"serverTimestamp":…}`. */

@@ -12,6 +12,9 @@ export const EVS_ERR_PLUGIN_LOAD = createError<'EVS_ERR_PLUGIN_LOAD', 500, [stri
 export const EVS_ERR_PLUGIN_TYPE_DUPLICATE = createError<'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 500, [string, string]>(
   'EVS_ERR_PLUGIN_TYPE_DUPLICATE', 'A %s type named "%s" is already registered', 500)
 
+export const EVS_ERR_METRIC_CONFLICT = createError<'EVS_ERR_METRIC_CONFLICT', 500, [string]>(
+  'EVS_ERR_METRIC_CONFLICT', 'Metric "%s" is declared again with another kind, help or label, or its name is taken or not of the form evs_[a-z0-9_]+', 500)
+
 export const EVS_ERR_AUTH_REQUIRED = createError<'EVS_ERR_AUTH_REQUIRED', 401, []>(
   'EVS_ERR_AUTH_REQUIRED',
   'Authentication required: send an events key as "Authorization: Bearer <key>", as the password of Basic auth, or in the configured key header',
@@ -27,15 +30,25 @@ export const EVS_ERR_BODY_NOT_OBJECT = createError<'EVS_ERR_BODY_NOT_OBJECT', 40
   'EVS_ERR_BODY_NOT_OBJECT', 'Every event must be a JSON object, but %s is %s; nothing of this request was written', 400)
 export const EVS_ERR_BODY_TOO_LARGE = createError<'EVS_ERR_BODY_TOO_LARGE', 413, [number]>(
   'EVS_ERR_BODY_TOO_LARGE', 'Request body is larger than the limit of %d bytes (server.bodyLimit, applied before and after gzip decoding)', 413)
-export const EVS_ERR_BODY_GZIP_INVALID = createError<'EVS_ERR_BODY_GZIP_INVALID', 400, [string]>(
-  'EVS_ERR_BODY_GZIP_INVALID', 'The body is declared gzip-encoded but cannot be decoded: %s', 400)
+export const EVS_ERR_BODY_GZIP_INVALID = createError<'EVS_ERR_BODY_GZIP_INVALID', 400, [string, string]>(
+  'EVS_ERR_BODY_GZIP_INVALID', 'The body is declared %s-encoded but cannot be decoded: %s', 400)
 export const EVS_ERR_BODY_ENCODING_UNSUPPORTED = createError<'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 415, [string]>(
-  'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 'Unsupported Content-Encoding "%s": send identity or gzip', 415)
+  'EVS_ERR_BODY_ENCODING_UNSUPPORTED', 'Unsupported Content-Encoding "%s": send identity, gzip or deflate', 415)
 export const EVS_ERR_MEDIA_TYPE_UNSUPPORTED = createError<'EVS_ERR_MEDIA_TYPE_UNSUPPORTED', 415, [string]>(
   'EVS_ERR_MEDIA_TYPE_UNSUPPORTED',
   'Unsupported Content-Type "%s": send application/json, application/x-ndjson or text/plain', 415)
 export const EVS_ERR_BODY_ABORTED = createError<'EVS_ERR_BODY_ABORTED', 400, []>(
   'EVS_ERR_BODY_ABORTED', 'The client closed the connection before the body was complete', 400)
+export const EVS_ERR_BODY_TIMEOUT = createError<'EVS_ERR_BODY_TIMEOUT', 408, [number]>(
+  'EVS_ERR_BODY_TIMEOUT', 'No byte of the body arrived for %d s (server.bodyIdleTimeoutS); nothing of this request was written', 408)
+export const EVS_ERR_BODY_INTERRUPTED = createError<'EVS_ERR_BODY_INTERRUPTED', 503, []>(
+  'EVS_ERR_BODY_INTERRUPTED', 'The server is reloading its settings or stopping, and the body was still arriving; nothing of this request was written; retry', 503)
+export const EVS_ERR_BODY_INVALID_UTF8 = createError<'EVS_ERR_BODY_INVALID_UTF8', 400, []>(
+  'EVS_ERR_BODY_INVALID_UTF8', 'The body is not valid UTF-8, as JSON must be; nothing of this request was written', 400)
+export const EVS_ERR_ROUTE_NOT_FOUND = createError<'EVS_ERR_ROUTE_NOT_FOUND', 404, [string]>(
+  'EVS_ERR_ROUTE_NOT_FOUND', 'No route %s: events go to POST /events (or a path below it)', 404)
+export const EVS_ERR_INTERNAL = createError<'EVS_ERR_INTERNAL', 500, []>(
+  'EVS_ERR_INTERNAL', 'Internal error; see the server log', 500)
 
 export const EVS_ERR_DESTINATION_UNAVAILABLE = createError<'EVS_ERR_DESTINATION_UNAVAILABLE', 503, [string, string]>(
   'EVS_ERR_DESTINATION_UNAVAILABLE', 'Destination "%s" could not store the events (%s); retry later', 503)
@@ -59,8 +72,13 @@ export const EVS_ERR_CONNECTION_KEY_INVALID = createError<'EVS_ERR_CONNECTION_KE
   'EVS_ERR_CONNECTION_KEY_INVALID', 'Connection "%s" refused key "%s": keys are relative, "/"-separated, without "." or ".." segments', 500)
 export const EVS_ERR_CONNECTION_NOT_FOUND = createError<'EVS_ERR_CONNECTION_NOT_FOUND', 404, [string, string]>(
   'EVS_ERR_CONNECTION_NOT_FOUND', 'Connection "%s" has no object at key "%s"', 404)
-export const EVS_ERR_CONNECTION_CAPABILITY = createError<'EVS_ERR_CONNECTION_CAPABILITY', 500, [string, string]>(
-  'EVS_ERR_CONNECTION_CAPABILITY', 'Connection "%s" does not support %s', 500)
+export const EVS_ERR_CONNECTION_TIMEOUT = createError<'EVS_ERR_CONNECTION_TIMEOUT', 503, [string, string]>(
+  'EVS_ERR_CONNECTION_TIMEOUT', 'Connection "%s" timed out: %s', 503)
+
+export const EVS_ERR_PROBE_TIMEOUT = createError<'EVS_ERR_PROBE_TIMEOUT', 504, [string, number]>(
+  'EVS_ERR_PROBE_TIMEOUT', 'Connection "%s" gave no answer to the probe within %d s', 504)
+export const EVS_ERR_CLI_ARGUMENT = createError<'EVS_ERR_CLI_ARGUMENT', 500, [string]>(
+  'EVS_ERR_CLI_ARGUMENT', '%s', 500)
 
 export const EVS_ERR_QUERY_INVALID = createError<'EVS_ERR_QUERY_INVALID', 400, [string]>(
   'EVS_ERR_QUERY_INVALID', '%s', 400)

@@ -2,12 +2,16 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { compile as compileTrust } from '@fastify/proxy-addr'
 import { presentedKey } from './auth.js'
-import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, parseEvents, readBody, type BodyKind } from './body.js'
-import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type EventSpan } from './json-scan.js'
+import { pathOf } from './request-target.js'
+import { parseEvents } from './parse-events.js'
+import { AUTO_TYPES, bodyKind, decodeBody, NDJSON_TYPES, readBody, type BodyInterrupts } from './request-body.js'
+import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
 import type { Destination, RoutedEvent } from './destination.js'
-import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_OVERLOADED } from './errors.js'
+import { EVS_ERR_AUTH_INVALID, EVS_ERR_AUTH_REQUIRED, EVS_ERR_BODY_ABORTED, EVS_ERR_DESTINATION_UNAVAILABLE } from './errors.js'
+import type { MemoryBudget } from './memory-budget.js'
 import type { Metrics } from './metrics.js'
 import type { Pipeline } from './pipeline.js'
+import type { PipelineSwitch } from './pipeline-switch.js'
 import { Dispatch, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './router.js'
 
 const LINE_HEAD = Buffer.from('{"clientEvent":')
@@ -15,22 +19,32 @@ const LINE_HEAD = Buffer.from('{"clientEvent":')
 /** What the /events routes need from the server around them. */
 export interface IngestRuntime {
   readonly metrics: Metrics
+  /** Bytes of requests in memory, against server.maxInFlightBytes. */
+  readonly budget: MemoryBudget
   now(): number
-  /** Counts one request in on the current pipeline; undefined while a reload swaps it. */
-  tryAcquire(): Pipeline | undefined
-  /** Waits out a reload in progress, then counts one request in on the current pipeline. */
-  acquire(): Promise<Pipeline>
+  /** The pipeline in force; requests count themselves in and out of it. */
+  readonly pipelines: Pick<PipelineSwitch, 'tryAcquire' | 'acquire' | 'leave'>
+  /** Bodies being read or decoded: a reload or shutdown interrupts them. */
+  readonly bodies: BodyInterrupts
 }
 
 const kPipeline = Symbol('dss-event-server.pipeline')
 const kKeyIndex = Symbol('dss-event-server.keyIndex')
 const kBytes = Symbol('dss-event-server.bytes')
+const kHandling = Symbol('dss-event-server.handling')
+const kClosed = Symbol('dss-event-server.closed')
 
 declare module 'fastify' {
   interface FastifyRequest {
+    /** The pipeline this request counts itself in on; undefined once released. */
     [kPipeline]: Pipeline | undefined
     [kKeyIndex]: number
+    /** Bytes this request holds of the memory budget. */
     [kBytes]: number
+    /** The handler runs: it releases the request itself when it ends. */
+    [kHandling]: boolean
+    /** The connection closed (answered or not). */
+    [kClosed]: boolean
   }
 }
 
@@ -46,9 +60,7 @@ function decodePathSegment (segment: string | undefined): string | undefined {
 /** Topic and routing key given for the whole request: query parameters, then `/events/<topic>/<routing-key>`. */
 function requestDefaults (request: FastifyRequest): { topic: string | undefined, routingKey: string | undefined } {
   const query = (request.query ?? {}) as Record<string, unknown>
-  const url = request.raw.url ?? ''
-  const end = url.indexOf('?')
-  const segments = (end === -1 ? url : url.slice(0, end)).split('/')
+  const segments = pathOf(request.raw.url ?? '').split('/')
   // segments: ['', 'events', topic, routingKey, ...]
   return {
     topic: firstField(query, TOPIC_FIELDS) ?? decodePathSegment(segments[2]),
@@ -61,14 +73,9 @@ function normaliseAddress (address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
 }
 
-function pipelineOf (request: FastifyRequest): Pipeline {
-  return request[kPipeline] as Pipeline
-}
-
 /** The `/events` routes: authenticate, read, decode, parse, route, and answer once durable. */
 export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { runtime: IngestRuntime }): Promise<void> {
-  const { metrics } = runtime
-  let inFlightBytes = 0
+  const { metrics, budget } = runtime
   // Trusted proxies change only with a restart (Fastify's trustProxy is fixed at creation).
   const trustCache = new WeakMap<Pipeline, ((addr: string, i: number) => boolean) | undefined>()
   const trustOf = (pipeline: Pipeline): ((addr: string, i: number) => boolean) | undefined => {
@@ -92,22 +99,37 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     return found
   }
 
+  /**
+   * Takes `bytes` more of the memory budget for this request; throws EVS_ERR_OVERLOADED past it,
+   * and EVS_ERR_BODY_ABORTED once the request was released (its client went away).
+   */
   const hold = (request: FastifyRequest, bytes: number): void => {
-    const limit = pipelineOf(request).settings.server.maxInFlightBytes
-    if (inFlightBytes + bytes > limit && inFlightBytes > 0) throw new EVS_ERR_OVERLOADED(inFlightBytes, limit)
-    inFlightBytes += bytes
+    const pipeline = request[kPipeline]
+    if (pipeline === undefined) throw new EVS_ERR_BODY_ABORTED()
+    budget.take(bytes, pipeline.settings.server.maxInFlightBytes)
     request[kBytes] += bytes
-    metrics.inFlightBytes = inFlightBytes
   }
 
+  /** Makes the request hold exactly `bytes` (memory already allocated: never refused). */
+  const holdExactly = (request: FastifyRequest, bytes: number): void => {
+    budget.force(bytes - request[kBytes])
+    request[kBytes] = bytes
+  }
+
+  /**
+   * Gives back the request's bytes and its pipeline reference. Idempotent; runs when the handler
+   * ends, or when the connection closes while no handler runs (a client that hangs up, resets, or
+   * stalls until a timeout), whichever comes first.
+   */
   const release = (request: FastifyRequest): void => {
-    inFlightBytes -= request[kBytes]
-    request[kBytes] = 0
-    metrics.inFlightBytes = inFlightBytes
+    if (request[kBytes] !== 0) {
+      budget.give(request[kBytes])
+      request[kBytes] = 0
+    }
     const pipeline = request[kPipeline]
     if (pipeline !== undefined) {
       request[kPipeline] = undefined
-      pipeline.leave()
+      runtime.pipelines.leave(pipeline)
     }
   }
 
@@ -120,19 +142,34 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       done(err as Error)
       return
     }
-    const limit = pipelineOf(request).settings.server.bodyLimit
+    const pipeline = request[kPipeline]
+    if (pipeline === undefined) {
+      done(new EVS_ERR_BODY_ABORTED())
+      return
+    }
+    const { bodyLimit: limit, bodyIdleTimeoutS } = pipeline.settings.server
     const length = request.headers['content-length']
     const encoding = request.headers['content-encoding']
-    readBody(payload, limit, length === undefined ? undefined : Number(length)).then((raw) => {
-      if (raw.length > request[kBytes]) hold(request, raw.length - request[kBytes])
+    let counted = 0
+    readBody(payload, {
+      limit,
+      declaredLength: length === undefined ? undefined : Number(length),
+      idleMs: bodyIdleTimeoutS * 1000,
+      // Counted as the bytes arrive, declared or chunked: a slow sender holds only what it sent.
+      onProgress: (total) => {
+        hold(request, total - counted)
+        counted = total
+      },
+      interrupts: runtime.bodies
+    }).then(async (raw) => {
       if (encoding === undefined || encoding === 'identity') {
         done(null, { kind, body: raw })
         return
       }
-      return decodeBody(raw, encoding, limit).then((body) => {
-        hold(request, body.length)
-        done(null, { kind, body })
-      })
+      const body = await decodeBody(raw, encoding, { limit, onChunk: (bytes) => { hold(request, bytes) }, interrupts: runtime.bodies })
+      // The compressed bytes are garbage from here on.
+      holdExactly(request, body.length)
+      done(null, { kind, body })
     }).catch((err: Error) => done(err))
   }
   // Fastify caches its parser look-up for named media types only: '*' alone would parse every
@@ -143,6 +180,8 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
   fastify.decorateRequest(kPipeline, undefined)
   fastify.decorateRequest(kKeyIndex, -1)
   fastify.decorateRequest(kBytes, 0)
+  fastify.decorateRequest(kHandling, false)
+  fastify.decorateRequest(kClosed, false)
   // Callback-style hooks: these run on every request, and a promise each would cost more than they do.
   fastify.addHook('onResponse', (request, reply, done) => {
     release(request)
@@ -150,13 +189,14 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     metrics.requestDuration.observe(status < 300 ? 'accepted' : status < 500 ? 'rejected' : 'failed', reply.elapsedTime / 1000)
     done()
   })
-  fastify.addHook('onRequestAbort', (request, done) => {
-    release(request)
-    done()
-  })
 
   const admit = (request: FastifyRequest, pipeline: Pipeline): void => {
     request[kPipeline] = pipeline
+    // The client left while the request waited for a reload: nothing to do for it.
+    if (request[kClosed]) {
+      release(request)
+      throw new EVS_ERR_BODY_ABORTED()
+    }
     const key = presentedKey(request.headers, pipeline.keyHeader)
     if (key === undefined) {
       if (pipeline.settings.security.requireAuthenticationForEvents) throw new EVS_ERR_AUTH_REQUIRED()
@@ -167,14 +207,21 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       if (index === -1) throw new EVS_ERR_AUTH_INVALID()
       request[kKeyIndex] = index
     }
-    // Refuse before reading a body that would not fit in memory.
+    // Refuse at once a body that could not fit in memory now; its bytes are counted as they arrive.
     const length = Number(request.headers['content-length'] ?? 0)
-    hold(request, Number.isFinite(length) ? length : 0)
+    const { maxInFlightBytes } = pipeline.settings.server
+    if (length > 0 && budget.held > 0 && budget.held + length > maxInFlightBytes) budget.take(length, maxInFlightBytes)
   }
-  fastify.addHook('onRequest', (request, _reply, done) => {
-    const pipeline = runtime.tryAcquire()
+  fastify.addHook('onRequest', (request, reply, done) => {
+    // 'close' comes on every path: after the answer, or when the client hangs up, resets or is cut
+    // off by a timeout. Fastify's onResponse and onRequestAbort miss the last ones.
+    reply.raw.once('close', () => {
+      request[kClosed] = true
+      if (!request[kHandling]) release(request)
+    })
+    const pipeline = runtime.pipelines.tryAcquire()
     if (pipeline === undefined) {
-      runtime.acquire().then((p) => { admit(request, p); done() }).catch(done)
+      runtime.pipelines.acquire().then((p) => { admit(request, p); done() }).catch(done)
       return
     }
     try {
@@ -262,7 +309,9 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
       total += LINE_HEAD.length + event.end - event.start + tail.length
     }
     // One buffer for the whole request, copied from the body's bytes; each line is a view into it.
+    // The request now holds the lines instead of its body, which is garbage from here on.
     const lines = Buffer.allocUnsafe(total)
+    holdExactly(request, total)
     const dispatch = new Dispatch()
     let offset = 0
     for (const { event, topic, routingKey, targets } of routes) {
@@ -280,7 +329,23 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
   }
 
   async function ingest (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const { dispatch, received, perTopic } = route(request, pipelineOf(request))
+    const pipeline = request[kPipeline]
+    // The client hung up before its body was handled: it gets no answer, so nothing is written.
+    if (pipeline === undefined || request[kClosed]) {
+      release(request)
+      throw new EVS_ERR_BODY_ABORTED()
+    }
+    request[kHandling] = true
+    try {
+      await handle(request, reply, pipeline)
+    } finally {
+      request[kHandling] = false
+      release(request)
+    }
+  }
+
+  async function handle (request: FastifyRequest, reply: FastifyReply, pipeline: Pipeline): Promise<void> {
+    const { dispatch, received, perTopic } = route(request, pipeline)
     for (const [topic, count] of perTopic) metrics.eventsReceived.add(topic, count)
     try {
       if (dispatch.batches.size === 1) {

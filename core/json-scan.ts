@@ -1,4 +1,8 @@
 import { isUtf8 } from 'node:buffer'
+import { ROUTING_KEY_FIELDS, scalar, TOPIC_FIELDS } from './destination.js'
+
+// Where an event names its topic and routing key is part of the destination contract (readers need it too).
+export { firstField, ROUTING_KEY_FIELDS, scalar, TOPIC_FIELDS } from './destination.js'
 
 /**
  * One event of a body: where its JSON text is in the source bytes, and its topic and routing key
@@ -36,15 +40,15 @@ const FIELD_TOPIC = 0
 const FIELD_AUDIT_TOPIC = 1
 const FIELD_ROUTING_KEY = 2
 const FIELD_AUDIT_ROUTING_KEY = 3
-/** Where an event names its topic and routing key, the first with a value winning. */
-export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
-export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
 const FIELD_NAMES = [...TOPIC_FIELDS, ...ROUTING_KEY_FIELDS] as const
 const FIELD_BYTES = FIELD_NAMES.map((name) => Buffer.from(`"${name}"`))
 
 // The scanner runs to completion without yielding, so its state can live at module level: one
 // stack serves every call, and a scan of one event sets the rest.
 const stack = new Uint8Array(MAX_DEPTH)
+/** Where the last scan found the text invalid (or could not vouch for it); for error messages only. */
+let failedAt = -1
+const fail = (i: number): -1 => { failedAt = i; return -1 }
 /** The string just scanned held an escape. */
 let escaped = false
 /** Value spans of the routing fields seen in the current event (start, end; -1 when absent). */
@@ -165,30 +169,25 @@ function scanEvent (b: Buffer, i: number, end: number): number {
           if (depth === 0) return i
           continue
         }
-        if (depth === MAX_DEPTH) return -1
+        if (depth === MAX_DEPTH) return fail(i)
         stack[depth++] = close
         mode = close === CLOSE_OBJECT ? 1 : 0
         continue
       }
-      if (c === QUOTE) {
-        i = scanString(b, i, end)
-      } else if (c === 45 || isDigit(c)) {
-        i = scanNumber(b, i)
-      } else {
-        i = scanLiteral(b, i)
-      }
-      if (i < 0 || i > end) return -1
+      const next = c === QUOTE ? scanString(b, i, end) : c === 45 || isDigit(c) ? scanNumber(b, i) : scanLiteral(b, i)
+      if (next < 0 || next > end) return fail(i)
+      i = next
       mode = 2
     } else if (mode === 1) {
-      if (c !== QUOTE) return -1
+      if (c !== QUOTE) return fail(i)
       escaped = false
       const keyEnd = scanString(b, i, end)
-      if (keyEnd < 0) return -1
+      if (keyEnd < 0) return fail(i)
       if (depth === 1) field = fieldOf(b, i, keyEnd, escaped)
       i = keyEnd
       c = b[i] as number
       while (c === SPACE || c === LF || c === CR || c === TAB) c = b[++i] as number
-      if (c !== COLON) return -1
+      if (c !== COLON) return fail(i)
       i++
       if (depth === 1 && field !== -1) {
         c = b[i] as number
@@ -210,30 +209,13 @@ function scanEvent (b: Buffer, i: number, end: number): number {
         if (c === COMMA) {
           mode = close === CLOSE_OBJECT ? 1 : 0
         } else if (--depth === 0) {
-          return i > end ? -1 : i
+          return i > end ? fail(i) : i
         }
         continue
       }
-      return -1
+      return fail(i)
     }
   }
-}
-
-/** A routing field's value as text: a non-empty string, a number or boolean, or an array's first such. */
-export function scalar (value: unknown): string | undefined {
-  if (typeof value === 'string') return value === '' ? undefined : value
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value)
-  if (Array.isArray(value)) return scalar(value[0])
-  return undefined
-}
-
-/** The first of `fields` that `source` holds as a scalar (see `scalar`). */
-export function firstField (source: Record<string, unknown>, fields: readonly string[]): string | undefined {
-  for (const field of fields) {
-    const value = scalar(source[field])
-    if (value !== undefined) return value
-  }
-  return undefined
 }
 
 function fieldValue (b: Buffer, field: number): string | undefined {
@@ -272,6 +254,11 @@ function span (b: Buffer, start: number, end: number, breaks: LineBreaks): Event
   }
 }
 
+function failed (i: number): undefined {
+  failedAt = i
+  return undefined
+}
+
 function scanLines (b: Buffer, from: number, end: number, breaks: LineBreaks): EventSpan[] | undefined {
   const events: EventSpan[] = []
   let lineStart = from
@@ -283,12 +270,13 @@ function scanLines (b: Buffer, from: number, end: number, breaks: LineBreaks): E
       lineStart = lineEnd + 1 // a blank line
       continue
     }
-    if (b[start] !== OPEN_OBJECT) return undefined
+    if (b[start] !== OPEN_OBJECT) return failed(start)
     const after = scanEvent(b, start, lineEnd)
     // An object spanning lines is an error in NDJSON.
-    if (after < 0 || after > lineEnd) return undefined
+    if (after < 0) return undefined
+    if (after > lineEnd) return failed(lineEnd)
     const event = span(b, start, after, breaks)
-    if (skipSpace(b, after) < lineEnd) return undefined
+    if (skipSpace(b, after) < lineEnd) return failed(skipSpace(b, after))
     events.push(event)
     lineStart = lineEnd + 1
   }
@@ -317,23 +305,37 @@ export function scanEvents (b: Buffer, kind: BodyKind): EventSpan[] | undefined 
     // Not one JSON document: NDJSON is the only other accepted shape.
     return scanLines(b, from, end, breaks)
   }
-  if (b[from] !== OPEN_ARRAY) return undefined
+  if (b[from] !== OPEN_ARRAY) return failed(from)
   const events: EventSpan[] = []
   let i = skipSpace(b, from + 1)
   if (b[i] === CLOSE_ARRAY) {
     i++
   } else {
     for (;;) {
-      if (b[i] !== OPEN_OBJECT) return undefined
+      if (b[i] !== OPEN_OBJECT) return failed(i)
       const after = scanEvent(b, i, end)
       if (after < 0) return undefined
       events.push(span(b, i, after, breaks))
       i = skipSpace(b, after)
       const c = b[i++]
       if (c === CLOSE_ARRAY) break
-      if (c !== COMMA) return undefined
+      if (c !== COMMA) return failed(i - 1)
       i = skipSpace(b, i)
     }
   }
-  return skipSpace(b, i) >= end ? events : undefined
+  return skipSpace(b, i) >= end ? events : failed(skipSpace(b, i))
+}
+
+/**
+ * The byte offset where the scanner finds `b` invalid, or -1; for error messages, which must say
+ * where a body is wrong without quoting it. Approximate where the scanner declines valid but
+ * unusual text (nesting deeper than it follows).
+ */
+export function invalidAt (b: Buffer, kind: BodyKind = 'auto'): number {
+  failedAt = -1
+  const from = skipSpace(b, b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf ? 3 : 0)
+  if (from >= b.length) return -1
+  if (kind === 'auto' && b[from] !== OPEN_OBJECT && b[from] !== OPEN_ARRAY) return from
+  const spans = kind === 'ndjson' || b[from] === OPEN_ARRAY ? scanEvents(b, kind) : scanEvent(b, from, b.length) < 0 ? undefined : []
+  return spans === undefined ? failedAt : -1
 }

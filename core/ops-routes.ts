@@ -1,32 +1,38 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { KeyRing, presentedKey } from './auth.js'
 import { EVS_ERR_ADMIN_AUTH, EVS_ERR_ADMIN_DISABLED, EVS_ERR_STATS_AUTH } from './errors.js'
-import type { EventServer } from './server.js'
-import type { SecuritySettings } from './schemas/settings.js'
+import type { MemoryBudget } from './memory-budget.js'
+import type { Destination } from './destination.js'
+import type { Metrics, Tally } from './metrics.js'
+import type { SecuritySettings, Settings } from './schemas/settings.js'
 
-interface MetricValue { value: number, labels: Record<string, string | number> }
-
-async function values (server: EventServer, name: string): Promise<MetricValue[]> {
-  const metric = server.metrics.registry.getSingleMetric(name)
-  if (metric === undefined) return []
-  return (await metric.get()).values as MetricValue[]
+/** What the ops routes need from the server around them. */
+export interface OpsRuntime {
+  readonly instanceId: string
+  readonly metrics: Metrics
+  /** Bytes of requests in memory, against server.maxInFlightBytes. */
+  readonly budget: MemoryBudget
+  /** The settings and destinations in force (they change on reload). */
+  readonly settings: Settings
+  readonly destinations: ReadonlyMap<string, Destination>
+  readonly closing: boolean
+  now(): number
+  reload(): Promise<{ warnings: string[] }>
 }
 
-function sum (list: MetricValue[]): number {
-  return list.reduce((total, v) => total + v.value, 0)
+function sum (tally: Tally): number {
+  let total = 0
+  for (const n of tally.values.values()) total += n
+  return total
 }
 
-function byLabel (list: MetricValue[], label: string): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const v of list) {
-    const key = String(v.labels[label])
-    out[key] = (out[key] ?? 0) + v.value
-  }
-  return out
+function byLabel (tally: Tally): Record<string, number> {
+  return Object.fromEntries(tally.values)
 }
 
 /** `/health`, `/ready`, `/stats`, `/metrics` and `/admin/reload`. */
-export async function opsRoutes (fastify: FastifyInstance, { server, now }: { server: EventServer, now: () => number }): Promise<void> {
+export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: { runtime: OpsRuntime }): Promise<void> {
+  const { metrics, budget, now } = server
   // Key rings per settings version: built once, not per request.
   const rings = new WeakMap<SecuritySettings, { stats: KeyRing, admin: KeyRing }>()
   const ringsOf = (security: SecuritySettings): { stats: KeyRing, admin: KeyRing } => {
@@ -53,6 +59,8 @@ export async function opsRoutes (fastify: FastifyInstance, { server, now }: { se
   fastify.get('/ready', async (_request, reply) => {
     const reasons: string[] = []
     if (server.closing) reasons.push('shutting down')
+    const memory = budget.pressure(server.settings.server.maxInFlightBytes)
+    if (memory !== undefined) reasons.push(memory)
     const destinations: Record<string, string> = {}
     for (const [name, destination] of server.destinations) {
       const state = destination.ready?.() ?? { ready: true }
@@ -64,24 +72,19 @@ export async function opsRoutes (fastify: FastifyInstance, { server, now }: { se
   })
 
   fastify.get('/metrics', { onRequest: statsAuth }, async (_request, reply) => {
-    void reply.header('content-type', server.metrics.registry.contentType)
-    return await server.metrics.registry.metrics()
+    void reply.header('content-type', metrics.registry.contentType)
+    return await metrics.registry.metrics()
   })
 
   fastify.get('/stats', { onRequest: statsAuth }, async () => {
-    const received = await values(server, 'evs_events_received_total')
-    const accepted = await values(server, 'evs_events_accepted_total')
-    const rejectedEvents = await values(server, 'evs_events_rejected_total')
-    const rejectedRequests = await values(server, 'evs_requests_rejected_total')
-    const receivedByTopic = byLabel(received, 'topic')
-    const acceptedByTopic = byLabel(accepted, 'topic')
+    const receivedByTopic = byLabel(metrics.eventsReceived)
+    const acceptedByTopic = byLabel(metrics.eventsAccepted)
     const byTopic: Record<string, { received: number, accepted: number }> = {}
     for (const topic of new Set([...Object.keys(receivedByTopic), ...Object.keys(acceptedByTopic)])) {
       byTopic[topic] = { received: receivedByTopic[topic] ?? 0, accepted: acceptedByTopic[topic] ?? 0 }
     }
-    const events = byLabel(await values(server, 'evs_destination_events_total'), 'destination')
-    const bytes = byLabel(await values(server, 'evs_destination_bytes_total'), 'destination')
-    const completed = byLabel(await values(server, 'evs_files_completed_total'), 'destination')
+    const events = byLabel(metrics.destinationEvents)
+    const bytes = byLabel(metrics.destinationBytes)
     const destinations: Record<string, unknown> = {}
     for (const [name, destination] of server.destinations) {
       const stats = destination.stats?.() ?? {}
@@ -89,7 +92,7 @@ export async function opsRoutes (fastify: FastifyInstance, { server, now }: { se
       destinations[name] = {
         eventsWritten: events[name] ?? 0,
         bytesWritten: bytes[name] ?? 0,
-        filesCompleted: completed[name] ?? 0,
+        filesCompleted: metrics.counted('evs_files_completed_total', name),
         openFiles: stats.openFiles ?? 0,
         pendingBytes: stats.pendingBytes ?? 0,
         oldestPendingAgeS: oldest === undefined ? null : Math.max(0, (now() - oldest) / 1000),
@@ -99,23 +102,23 @@ export async function opsRoutes (fastify: FastifyInstance, { server, now }: { se
     }
     return {
       instanceId: server.instanceId,
-      startedAt: new Date(server.metrics.startedAt).toISOString(),
-      uptimeS: (now() - server.metrics.startedAt) / 1000,
+      startedAt: new Date(metrics.startedAt).toISOString(),
+      uptimeS: (now() - metrics.startedAt) / 1000,
       events: {
-        received: sum(received),
-        accepted: sum(accepted),
-        rejected: sum(rejectedEvents),
-        rejectedByReason: byLabel(rejectedEvents, 'reason'),
+        received: sum(metrics.eventsReceived),
+        accepted: sum(metrics.eventsAccepted),
+        rejected: sum(metrics.eventsRejected),
+        rejectedByReason: byLabel(metrics.eventsRejected),
         byTopic
       },
       requests: {
-        accepted: sum(await values(server, 'evs_requests_accepted_total')),
-        rejected: sum(rejectedRequests),
-        rejectedByReason: byLabel(rejectedRequests, 'reason')
+        accepted: sum(metrics.requestsAccepted),
+        rejected: sum(metrics.requestsRejected),
+        rejectedByReason: byLabel(metrics.requestsRejected)
       },
-      inFlightBytes: sum(await values(server, 'evs_in_flight_bytes')),
+      inFlightBytes: budget.held,
       destinations,
-      lastError: server.metrics.lastError
+      lastError: metrics.lastError
     }
   })
 

@@ -21,7 +21,7 @@ const HASH_LENGTH = 16
 export function encodeSegment (value: string): string {
   if (value.length <= MAX_SEGMENT_LENGTH && PLAIN.test(value)) return value
   let out = ''
-  const bytes = Buffer.from(value, 'utf8')
+  const bytes = wtf8(value)
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i] as number
     if (b < 128 && UNRESERVED[b] === 1 && !(i === 0 && b === 0x2e)) out += String.fromCharCode(b)
@@ -34,6 +34,30 @@ export function encodeSegment (value: string): string {
   if (lastPercent >= 0 && lastPercent > cut - 3) cut = lastPercent
   const hash = createHash('sha256').update(bytes).digest('hex').slice(0, HASH_LENGTH)
   return `${out.slice(0, cut)}~${hash}`
+}
+
+/**
+ * The UTF-8 bytes of a string, except that a lone surrogate (valid in a JSON string, not in UTF-8)
+ * gets its own three bytes (WTF-8) instead of U+FFFD's: "\ud800", "\udc00" and "\ufffd" must
+ * not share one folder.
+ */
+function wtf8 (value: string): Buffer {
+  if (!/[\ud800-\udfff]/.test(value)) return Buffer.from(value, 'utf8')
+  const parts: Buffer[] = []
+  let from = 0
+  for (let i = 0; i < value.length; i++) {
+    const unit = value.charCodeAt(i)
+    if (unit < 0xd800 || unit > 0xdfff) continue
+    const next = value.charCodeAt(i + 1)
+    if (unit <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+      i++ // a valid pair
+      continue
+    }
+    parts.push(Buffer.from(value.slice(from, i), 'utf8'), Buffer.from([0xe0 | (unit >> 12), 0x80 | ((unit >> 6) & 0x3f), 0x80 | (unit & 0x3f)]))
+    from = i + 1
+  }
+  parts.push(Buffer.from(value.slice(from), 'utf8'))
+  return Buffer.concat(parts)
 }
 
 /** True for a relative `/`-separated key with no empty, `.` or `..` segment and no NUL or backslash. */

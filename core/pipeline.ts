@@ -8,15 +8,10 @@ import type { Metrics } from './metrics.js'
 import { Router } from './router.js'
 import type { Settings } from './schemas/settings.js'
 import { ZonedTime } from './time.js'
-import type { ResolvedConnection, ResolvedDestination } from './types.js'
+import type { ResolvedDestination, ResolvedSettings } from './settings.js'
 
-export interface PipelineSpec {
-  settings: Settings
-  baseDir: string
-  warnings: string[]
-  connections: ResolvedConnection[]
-  destinations: ResolvedDestination[]
-}
+/** What a pipeline is built from: settings resolved down to every type's options (core/settings.ts). */
+export type PipelineSpec = ResolvedSettings
 
 export interface PipelineContext {
   instanceId: string
@@ -40,8 +35,6 @@ export class Pipeline {
   readonly keyHeader: string
   readonly time: ZonedTime
   router!: Router
-  #inFlight = 0
-  #drained: (() => void) | undefined
 
   private constructor (spec: PipelineSpec) {
     this.spec = spec
@@ -90,22 +83,6 @@ export class Pipeline {
     }
     await Promise.all([...this.destinations.values()].map(async (d) => await d.open()))
     this.router = new Router(routes, this.eventKeys)
-  }
-
-  enter (): void {
-    this.#inFlight++
-  }
-
-  leave (): void {
-    this.#inFlight--
-    if (this.#inFlight === 0) this.#drained?.()
-  }
-
-  /** Resolves once no request is using this pipeline. */
-  async drained (): Promise<void> {
-    if (this.#inFlight === 0) return
-    await new Promise<void>((resolve) => { this.#drained = resolve })
-    this.#drained = undefined
   }
 
   /** Closes destinations (flushing them), then connections. Never throws: failures are logged. */

@@ -1,4 +1,5 @@
 import { newQueryStats, type QueryProblem, type QueryStats } from './destination.js'
+import type { BuiltinType } from './registry.js'
 import { queryEvents, type QueryEventsOptions } from './query.js'
 import { EventWriter, GroupCounter, OUTPUT_FORMATS, parseFields, type OutputFormat, type Sink } from './query-output.js'
 import { parseDuration } from './sender.js'
@@ -31,9 +32,11 @@ function progress (stats: QueryStats, elapsedS: number): string {
   return `${stats.filesOpened} of ${stats.filesListed} files, ${bytes(stats.bytesScanned)} scanned, ${stats.eventsMatched} events matched (${(stats.bytesScanned / 1024 ** 2 / Math.max(elapsedS, 0.001)).toFixed(0)} MB/s)`
 }
 
-interface Streams {
-  stdout: NodeJS.WriteStream
-  stderr: NodeJS.WriteStream
+interface QueryCommandContext {
+  stdout?: NodeJS.WriteStream
+  stderr?: NodeJS.WriteStream
+  /** Types known by name without a `plugins` entry: the entry point hands in plugins/builtin.ts. */
+  builtinTypes?: readonly BuiltinType[]
 }
 
 /** stdout with back-pressure, written in large pieces; stops quietly when the reader went away (`| head`). */
@@ -67,8 +70,7 @@ function stdoutSink (stdout: NodeJS.WriteStream, onClosed: () => void): { sink: 
 }
 
 /** `dss-event-server query`: resolves with the exit code. */
-export async function queryCommand (values: QueryArgs, streams: Streams = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
-  const { stdout, stderr } = streams
+export async function queryCommand (values: QueryArgs, { stdout = process.stdout, stderr = process.stderr, builtinTypes }: QueryCommandContext = {}): Promise<number> {
   const fail = (message: string): number => {
     stderr.write(`${message}\n`)
     return 2
@@ -118,6 +120,7 @@ export async function queryCommand (values: QueryArgs, streams: Streams = { stdo
     const config = last(values.config)
     const options: QueryEventsOptions = {
       ...(config !== undefined ? { settingsFile: config } : { document: {}, baseDir: process.cwd() }),
+      ...(builtinTypes !== undefined ? { builtinTypes } : {}),
       ...(last(values.destination) !== undefined ? { destination: last(values.destination) as string } : {}),
       ...(last(values.from) !== undefined ? { from: last(values.from) as string } : {}),
       ...(last(values.to) !== undefined ? { to: last(values.to) as string } : {}),

@@ -1,11 +1,10 @@
-import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger } from 'fastify'
 import type { Connection } from './connection.js'
 import { newQueryStats, type DestinationType, type EventQuery, type QueryProblem, type QueryStats, type StoredEvent } from './destination.js'
 import { EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_INVALID, EVS_ERR_SETTINGS_INVALID } from './errors.js'
 import { parseTimeBound } from './query-time.js'
-import { parseCoreSettings, readSettingsFile, type SettingsSource } from './settings.js'
-import { registerTypes, resolveTypes } from './types.js'
+import type { BuiltinType } from './registry.js'
+import { loadSettings } from './settings.js'
 import { formatProblems } from './validation.js'
 import { combineConditions, equalsAny, parseFieldPath, parseWhere, type WhereCondition } from './where.js'
 
@@ -17,6 +16,8 @@ export interface QueryEventsOptions {
   /** Folder that relative paths resolve against, with `document`; the working directory by default. */
   baseDir?: string
   env?: NodeJS.ProcessEnv
+  /** Types known by name without a `plugins` entry (plugins/builtin.ts; the package entry hands it in). */
+  builtinTypes?: readonly BuiltinType[]
   /** The destination to read; may be left out when settings define only one. */
   destination?: string
   /**
@@ -75,21 +76,20 @@ export function queryConditions (options: Pick<QueryEventsOptions, 'users' | 'ms
 }
 
 async function * run (options: QueryEventsOptions, stats: QueryStats): AsyncGenerator<StoredEvent> {
-  const env = options.env ?? process.env
   const now = options.now ?? Date.now
-  const source: SettingsSource = options.settingsFile !== undefined
-    ? await readSettingsFile(options.settingsFile)
-    : { document: options.document ?? {}, baseDir: resolve(options.baseDir ?? process.cwd()), origin: 'settings given to queryEvents' }
-  const core = parseCoreSettings(source.document, env)
-  if (!core.ok) throw new EVS_ERR_SETTINGS_INVALID(formatProblems(core.problems))
-  // The same validation as `start` and `check`: plugins load into a Fastify instance that never listens.
+  // The settings path of start and check (core/settings.ts): plugins load into a Fastify instance that never listens.
   const fastify = Fastify({ logger: false })
   const connections = new Map<string, Connection>()
   const opened: Connection[] = []
   try {
-    await registerTypes(fastify, core.settings, source.baseDir)
-    const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
-    if (!types.ok) throw new EVS_ERR_SETTINGS_INVALID(formatProblems(types.problems))
+    const result = await loadSettings(fastify, {
+      ...(options.settingsFile !== undefined ? { settingsFile: options.settingsFile } : { document: options.document ?? {}, baseDir: options.baseDir ?? process.cwd() }),
+      env: options.env ?? process.env,
+      ...(options.builtinTypes !== undefined ? { builtinTypes: options.builtinTypes } : {})
+    })
+    if (!result.ok) throw new EVS_ERR_SETTINGS_INVALID(formatProblems(result.problems))
+    const types = result.value
+    const baseDir = types.baseDir
     const names = types.destinations.map((d) => d.settings.name)
     const list = names.map((n) => `"${n}"`).join(', ')
     let name = options.destination
@@ -103,7 +103,7 @@ async function * run (options: QueryEventsOptions, stats: QueryStats): AsyncGene
     if (definition.read === undefined) {
       throw new EVS_ERR_QUERY_DESTINATION(`Destination "${name}" is of type "${definition.type}", which cannot be read back (its plugin has no read)`)
     }
-    const timeZone = core.settings.server.timeZone
+    const timeZone = types.settings.server.timeZone
     const at = now()
     const from = timeBound(options.from, timeZone, at, '--from')
     const to = timeBound(options.to, timeZone, at, '--to')
@@ -132,7 +132,7 @@ async function * run (options: QueryEventsOptions, stats: QueryStats): AsyncGene
     const byName = new Map(types.connections.map((c) => [c.name, c]))
     yield * definition.read(chosen.options, {
       name,
-      baseDir: source.baseDir,
+      baseDir,
       timeZone,
       logger,
       now,
@@ -140,7 +140,7 @@ async function * run (options: QueryEventsOptions, stats: QueryStats): AsyncGene
         let connection = connections.get(connectionName)
         const resolved = byName.get(connectionName)
         if (connection === undefined && resolved !== undefined) {
-          const created = resolved.definition.create(resolved.options, { name: connectionName, baseDir: source.baseDir, logger }) as Connection
+          const created = resolved.definition.create(resolved.options, { name: connectionName, baseDir, logger }) as Connection
           opened.push(created)
           connection = options.wrapConnection?.(created) ?? created
           connections.set(connectionName, connection)

@@ -3,13 +3,16 @@ import { isAbsolute, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { TSchema } from 'typebox'
 import type { ConnectionType } from './connection.js'
 import type { DestinationType } from './destination.js'
 import { EVS_ERR_PLUGIN_LOAD, EVS_ERR_PLUGIN_TYPE_DUPLICATE } from './errors.js'
 
 export interface TypeRegistry {
-  registerConnectionType(definition: ConnectionType<any>): void
-  registerDestinationType(definition: DestinationType<any>): void
+  /** Adds a connection type; its options are typed by its schema. */
+  registerConnectionType<S extends TSchema>(definition: ConnectionType<S>): void
+  /** Adds a destination type; its options are typed by its schema. */
+  registerDestinationType<S extends TSchema>(definition: DestinationType<S>): void
   readonly connectionTypes: ReadonlyMap<string, ConnectionType<any>>
   readonly destinationTypes: ReadonlyMap<string, DestinationType<any>>
 }
@@ -20,16 +23,23 @@ declare module 'fastify' {
   }
 }
 
-type PluginModule = { default?: unknown }
+/** What a plugin module exports: a Fastify plugin function, as its default export. */
+export interface PluginModule { default?: unknown }
 
-// Built-in types are imported only when settings use them, so an unused cloud SDK never loads.
-export const builtinTypes: Readonly<Record<string, () => Promise<PluginModule>>> = {
-  filesystem: async () => await import('../plugins/filesystem/index.js'),
-  files: async () => await import('../plugins/files/index.js'),
-  s3: async () => await import('../plugins/s3/index.js'),
-  'azure-blob': async () => await import('../plugins/azure-blob/index.js'),
-  gcs: async () => await import('../plugins/gcs/index.js')
+/**
+ * A type the server knows by name without a `plugins` entry: its plugin module is imported only
+ * when settings use the type, so an unused backend (and its SDK) never loads. The entry point
+ * (command line, package entry) hands the table to the server; the core names no plugin.
+ */
+export interface BuiltinType {
+  readonly type: string
+  readonly kind: 'connection' | 'destination'
+  load(): Promise<PluginModule>
+  /** npm packages the plugin needs that an install may omit (optional dependencies). */
+  readonly packages?: readonly string[]
 }
+
+export const TYPE_REGISTRY_PLUGIN = 'dss-event-server-types'
 
 function createTypeRegistry (): TypeRegistry {
   const connectionTypes = new Map<string, ConnectionType<any>>()
@@ -39,11 +49,11 @@ function createTypeRegistry (): TypeRegistry {
     destinationTypes,
     registerConnectionType (definition) {
       if (connectionTypes.has(definition.type)) throw new EVS_ERR_PLUGIN_TYPE_DUPLICATE('connection', definition.type)
-      connectionTypes.set(definition.type, definition)
+      connectionTypes.set(definition.type, definition as ConnectionType<any>)
     },
     registerDestinationType (definition) {
       if (destinationTypes.has(definition.type)) throw new EVS_ERR_PLUGIN_TYPE_DUPLICATE('destination', definition.type)
-      destinationTypes.set(definition.type, definition)
+      destinationTypes.set(definition.type, definition as DestinationType<any>)
     }
   }
 }
@@ -52,7 +62,7 @@ async function eventServerTypes (fastify: FastifyInstance): Promise<void> {
   fastify.decorate('eventServerTypes', createTypeRegistry())
 }
 
-export const typeRegistryPlugin = fp(eventServerTypes, { fastify: '5.x', name: 'dss-event-server-types' })
+export const typeRegistryPlugin = fp(eventServerTypes, { fastify: '5.x', name: TYPE_REGISTRY_PLUGIN })
 
 function asPlugin (spec: string, module: PluginModule): FastifyPluginAsync {
   const plugin = module.default ?? module
@@ -91,24 +101,31 @@ export async function importPlugin (spec: string, baseDir: string): Promise<Fast
   return asPlugin(spec, module)
 }
 
-// Cloud SDKs are optional dependencies: an admin may install only the ones they use.
-const SDK_PACKAGES: Readonly<Record<string, string>> = {
-  s3: '@aws-sdk/client-s3 @aws-sdk/lib-storage',
-  'azure-blob': '@azure/storage-blob @azure/identity',
-  gcs: '@google-cloud/storage'
-}
-
-export async function importBuiltin (type: string): Promise<FastifyPluginAsync | undefined> {
-  const load = builtinTypes[type]
-  if (load === undefined) return undefined
+async function importBuiltin (builtin: BuiltinType): Promise<FastifyPluginAsync> {
   let module: PluginModule
   try {
-    module = await load()
+    module = await builtin.load()
   } catch (err) {
-    const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && SDK_PACKAGES[type] !== undefined
-    throw new EVS_ERR_PLUGIN_LOAD(type, missing
-      ? `${(err as Error).message.split('\n')[0]}; connections of type "${type}" need: npm install ${SDK_PACKAGES[type]}`
+    const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && builtin.packages !== undefined
+    throw new EVS_ERR_PLUGIN_LOAD(builtin.type, missing
+      ? `${(err as Error).message.split('\n')[0]}; ${builtin.kind}s of type "${builtin.type}" need: npm install ${builtin.packages?.join(' ')}`
       : (err as Error).message)
   }
-  return asPlugin(type, module)
+  return asPlugin(builtin.type, module)
+}
+
+/**
+ * Registers the type registry, the plugins settings name, then the built-in plugins of every type
+ * settings use and no plugin provided. Nothing else is imported: a backend's SDK loads only when a
+ * connection uses it.
+ */
+export async function registerTypes (app: FastifyInstance, plugins: readonly string[], used: Iterable<string>, baseDir: string, builtins: readonly BuiltinType[]): Promise<void> {
+  await app.register(typeRegistryPlugin)
+  for (const spec of plugins) await app.register(await importPlugin(spec, baseDir))
+  const registry = app.eventServerTypes
+  for (const type of new Set(used)) {
+    if (registry.connectionTypes.has(type) || registry.destinationTypes.has(type)) continue
+    const builtin = builtins.find((b) => b.type === type)
+    if (builtin !== undefined) await app.register(await importBuiltin(builtin))
+  }
 }

@@ -4,19 +4,23 @@ const PER_SECOND = 10
 const BURST = 50
 
 /**
- * One log line per rejected request, at most PER_SECOND a second on average (bursts of BURST):
+ * One log line per request of a kind (rejected, unmatched), at most PER_SECOND a second on average (bursts of BURST):
  * a flood of bad requests cannot fill the disk. The next line written says how many were left out.
  */
 export class RejectionLog {
   readonly #logger: FastifyBaseLogger
   readonly #now: () => number
+  readonly #level: 'info' | 'warn'
+  readonly #prefix: string
   #tokens = BURST
   #last: number
   #suppressed = 0
 
-  constructor (logger: FastifyBaseLogger, now: () => number = Date.now) {
+  constructor (logger: FastifyBaseLogger, now: () => number, level: 'info' | 'warn', prefix: string) {
     this.#logger = logger
     this.#now = now
+    this.#level = level
+    this.#prefix = prefix
     this.#last = now()
   }
 
@@ -31,6 +35,6 @@ export class RejectionLog {
     this.#tokens--
     const suppressed = this.#suppressed
     this.#suppressed = 0
-    this.#logger.info(suppressed > 0 ? { ...fields, suppressedSinceLastLine: suppressed } : fields, `request rejected: ${message}`)
+    this.#logger[this.#level](suppressed > 0 ? { ...fields, suppressedSinceLastLine: suppressed } : fields, `${this.#prefix}: ${message}`)
   }
 }

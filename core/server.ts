@@ -1,19 +1,23 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import type { Socket } from 'node:net'
 import type { SecureContextOptions } from 'node:tls'
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Connection } from './connection.js'
 import type { Destination } from './destination.js'
-import { EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
+import { installErrorHandling } from './error-handling.js'
+import { EVS_ERR_BODY_INTERRUPTED, EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
+import type { BodyInterrupts } from './request-body.js'
 import { ingestRoutes } from './ingest.js'
+import { MemoryBudget } from './memory-budget.js'
 import { Metrics } from './metrics.js'
 import { opsRoutes } from './ops-routes.js'
 import { Pipeline, type PipelineSpec } from './pipeline.js'
-import { RejectionLog } from './rejection-log.js'
-import type { Settings, TlsSettings } from './schemas/settings.js'
-import { defaultInstanceId, parseCoreSettings, readSettingsFile, type CoreSettingsResult, type SettingsSource } from './settings.js'
-import { registerTypes, resolveTypes } from './types.js'
+import { PipelineSwitch } from './pipeline-switch.js'
+import { TYPE_REGISTRY_PLUGIN } from './registry.js'
+import type { ServerSettings, Settings, TlsSettings } from './schemas/settings.js'
+import { defaultInstanceId, loadSettings, readCoreSettings, resolveSettings, type ResolvedSettings, type SettingsInput } from './settings.js'
 import { formatProblems, type SettingsProblem } from './validation.js'
 
 export interface EventServer {
@@ -39,16 +43,7 @@ declare module 'fastify' {
   }
 }
 
-export interface BuildServerOptions {
-  /** A JSON or YAML settings file: read now, and again on each reload. */
-  settingsFile?: string
-  /** The settings document (parsed JSON or YAML, before `${ENV}` interpolation) when there is no file. */
-  document?: unknown
-  /** Folder that relative paths resolve against, when there is no file; the working directory by default. */
-  baseDir?: string
-  /** `--host` / `--port`: applied over every reading of the settings. */
-  overrides?: { host?: string, port?: string | number }
-  env?: NodeJS.ProcessEnv
+export interface BuildServerOptions extends SettingsInput {
   /** Pino options or false. Defaults to JSON logs at `server.logLevel`. */
   logger?: FastifyServerOptions['logger']
   /** Human-readable logs (pino-pretty) instead of JSON lines. */
@@ -62,31 +57,24 @@ function settingsError (problems: readonly SettingsProblem[]): Error {
   return new EVS_ERR_SETTINGS_INVALID(formatProblems(problems))
 }
 
-function withOverrides (document: unknown, overrides: BuildServerOptions['overrides']): unknown {
-  if (overrides === undefined || (overrides.host === undefined && overrides.port === undefined)) return document
-  const doc = { ...(document as Record<string, unknown>) }
-  const server = { ...(typeof doc.server === 'object' && doc.server !== null ? doc.server as Record<string, unknown> : {}) }
-  if (overrides.host !== undefined) server.host = overrides.host
-  if (overrides.port !== undefined) server.port = overrides.port
-  doc.server = server
-  return doc
+/** The settings path of core/settings.ts, down to every type's options, loading plugin types into `fastify`. */
+async function resolveSpec (fastify: FastifyInstance, options: BuildServerOptions): Promise<ResolvedSettings> {
+  const result = await loadSettings(fastify, options)
+  if (!result.ok) throw settingsError(result.problems)
+  return result.value
 }
 
-async function readSource (options: BuildServerOptions): Promise<SettingsSource> {
-  const source = options.settingsFile !== undefined
-    ? await readSettingsFile(options.settingsFile)
-    : { document: options.document ?? {}, baseDir: resolve(options.baseDir ?? process.cwd()), origin: 'settings given to buildServer' }
-  return { ...source, document: withOverrides(source.document, options.overrides) }
-}
-
-/** Validates a settings source down to every type's options, loading the plugins it names into `fastify`. */
-async function resolveSpec (fastify: FastifyInstance, source: SettingsSource, env: NodeJS.ProcessEnv, parsed?: CoreSettingsResult): Promise<PipelineSpec> {
-  const core = parsed ?? parseCoreSettings(source.document, env)
-  if (!core.ok) throw settingsError(core.problems)
-  await registerTypes(fastify, core.settings, source.baseDir)
-  const types = resolveTypes(fastify.eventServerTypes, core.settings, source.baseDir, fastify.log)
-  if (!types.ok) throw settingsError(types.problems)
-  return { settings: core.settings, baseDir: source.baseDir, warnings: core.warnings, connections: types.connections, destinations: types.destinations }
+/** Node's own limits on how long a client may take; each ends the connection when it runs out. */
+function timeouts (server: ServerSettings): { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number, connectionsCheckingInterval: number } {
+  const headersTimeout = server.headersTimeoutS * 1000
+  const requestTimeout = server.requestTimeoutS * 1000
+  return {
+    headersTimeout,
+    requestTimeout,
+    keepAliveTimeout: server.keepAliveTimeoutS * 1000,
+    // Node checks the header and request deadlines on this period (30 s by default).
+    connectionsCheckingInterval: Math.max(100, Math.min(headersTimeout, requestTimeout, 30_000) / 4)
+  }
 }
 
 function tlsOptions (tls: TlsSettings, baseDir: string): SecureContextOptions & { requestCert: boolean, rejectUnauthorized: boolean } {
@@ -108,6 +96,9 @@ function restartOnlyChanges (before: Settings, after: Settings): string[] {
     ['server.instanceId', before.server.instanceId, after.server.instanceId],
     ['server.trustedProxies', before.server.trustedProxies, after.server.trustedProxies],
     ['server.logLevel', before.server.logLevel, after.server.logLevel],
+    ['server.requestTimeoutS', before.server.requestTimeoutS, after.server.requestTimeoutS],
+    ['server.headersTimeoutS', before.server.headersTimeoutS, after.server.headersTimeoutS],
+    ['server.keepAliveTimeoutS', before.server.keepAliveTimeoutS, after.server.keepAliveTimeoutS],
     ['server.tls (on or off)', before.server.tls === undefined, after.server.tls === undefined]
   ]
   return fields
@@ -115,61 +106,65 @@ function restartOnlyChanges (before: Settings, after: Settings): string[] {
     .map(([name]) => `${name} changed: it takes effect at the next restart`)
 }
 
+/**
+ * Connections that never send a byte are invisible to Node's header and request timeouts, and
+ * would hold every shutdown up to its limit: they are closed after `silentMs`, and at once when the
+ * server stops.
+ */
+function guardConnections (fastify: FastifyInstance, silentMs: number): void {
+  const open = new Set<Socket>()
+  fastify.server.on('connection', (socket: Socket) => {
+    // No 'data' listener: it would take the socket off Node's fast path to the HTTP parser.
+    open.add(socket)
+    const timer = setTimeout(() => { if (socket.bytesRead === 0) socket.destroy() }, silentMs)
+    timer.unref()
+    socket.once('close', () => {
+      clearTimeout(timer)
+      open.delete(socket)
+    })
+  })
+  fastify.addHook('preClose', async () => {
+    for (const socket of open) if (socket.bytesRead === 0) socket.destroy()
+  })
+}
+
+/** How long a reload lets bodies still arriving finish, while new requests wait. */
+const RELOAD_BODY_GRACE_MS = 1000
+
 interface RuntimeOptions {
   spec: PipelineSpec
   instanceId: string
   options: BuildServerOptions
+  metrics: Metrics
   now: () => number
 }
 
-const DRAIN_TIMEOUT_MS = 30_000
-
-async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId, options, now }: RuntimeOptions): Promise<void> {
-  let current: Pipeline | undefined
-  let gate: Promise<void> | undefined
+async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId, options, metrics, now }: RuntimeOptions): Promise<void> {
   let reloading: Promise<{ warnings: string[] }> | undefined
   let closing = false
-  const metrics = new Metrics(now, () => current?.destinations.values() ?? [])
-  const env = options.env ?? process.env
+  const budget = new MemoryBudget(now, (held) => { metrics.inFlightBytes = held })
   const pipelineContext = { instanceId, logger: fastify.log, metrics, now }
-
-  const tryAcquire = (): Pipeline | undefined => {
-    if (gate !== undefined) return undefined
-    const pipeline = current as Pipeline
-    pipeline.enter()
-    return pipeline
+  const pipelines = new PipelineSwitch(await Pipeline.open(spec, pipelineContext), fastify.log)
+  metrics.destinations = () => pipelines.current.destinations.values()
+  const bodies: BodyInterrupts = new Set()
+  /**
+   * Ends, after `graceMs`, the bodies still arriving then: a slow client would otherwise hold a
+   * reload (and every request waiting for it) or a stop up to its limit. Its client gets 503.
+   */
+  const interruptBodies = (graceMs: number): (() => void) => {
+    const timer = setTimeout(() => {
+      for (const interrupt of [...bodies]) interrupt(new EVS_ERR_BODY_INTERRUPTED())
+    }, graceMs)
+    timer.unref()
+    return () => clearTimeout(timer)
   }
-  const acquire = async (): Promise<Pipeline> => {
-    while (gate !== undefined) await gate
-    return tryAcquire() as Pipeline
-  }
-
-  async function swap (next: PipelineSpec): Promise<void> {
-    let release = (): void => {}
-    gate = new Promise<void>((resolve) => { release = resolve })
-    const old = current as Pipeline
-    try {
-      const drained = await Promise.race([old.drained().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref())])
-      if (!drained) fastify.log.warn('reload: requests still running after 30 s; swapping anyway')
-      await old.close(fastify.log, 'reload')
-      try {
-        current = await Pipeline.open(next, pipelineContext)
-      } catch (err) {
-        fastify.log.error({ err }, 'reload: the new settings failed to open; going back to the previous ones')
-        current = await Pipeline.open(old.spec, pipelineContext)
-        throw err
-      }
-    } finally {
-      gate = undefined
-      release()
-    }
-  }
+  guardConnections(fastify, pipelines.current.settings.server.headersTimeoutS * 1000)
 
   async function reload (): Promise<{ warnings: string[] }> {
     const scratch = Fastify({ loggerInstance: fastify.log })
     let next: PipelineSpec
     try {
-      next = await resolveSpec(scratch, await readSource(options), env)
+      next = await resolveSpec(scratch, options)
     } catch (err) {
       const e = err as Error & { code?: string }
       fastify.log.error({ code: e.code }, `reload rejected, the running settings are kept: ${e.message}`)
@@ -177,25 +172,31 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
     } finally {
       await scratch.close()
     }
-    const warnings = [...next.warnings, ...restartOnlyChanges((current as Pipeline).settings, next.settings)]
+    const previous = pipelines.current.spec
+    const warnings = [...next.warnings, ...restartOnlyChanges(previous.settings, next.settings)]
     for (const warning of warnings) fastify.log.warn(warning)
-    await swap(next)
+    let cancel = (): void => {}
+    try {
+      await pipelines.swap(async () => await Pipeline.open(next, pipelineContext), async () => await Pipeline.open(previous, pipelineContext), () => { cancel = interruptBodies(RELOAD_BODY_GRACE_MS) })
+    } finally {
+      cancel()
+    }
     const tls = next.settings.server.tls
     if (tls !== undefined && 'setSecureContext' in fastify.server) {
       // Renewed certificates are picked up on reload; new connections use them.
       (fastify.server as unknown as { setSecureContext: (o: SecureContextOptions) => void }).setSecureContext(tlsOptions(tls, next.baseDir))
     }
-    fastify.log.info({ destinations: [...(current as Pipeline).destinations.keys()] }, 'settings reloaded')
+    fastify.log.info({ destinations: [...pipelines.current.destinations.keys()] }, 'settings reloaded')
     return { warnings }
   }
 
   const server: EventServer = {
     instanceId,
     metrics,
-    get settings () { return (current as Pipeline).settings },
-    get connections () { return (current as Pipeline).connections },
-    get destinations () { return (current as Pipeline).destinations },
-    get warnings () { return (current as Pipeline).spec.warnings },
+    get settings () { return pipelines.current.settings },
+    get connections () { return pipelines.current.connections },
+    get destinations () { return pipelines.current.destinations },
+    get warnings () { return pipelines.current.spec.warnings },
     get closing () { return closing },
     async reload () {
       // Signals arriving during a reload join it rather than queueing another.
@@ -207,36 +208,36 @@ async function eventServerRuntime (fastify: FastifyInstance, { spec, instanceId,
 
   // Requests still running at shutdown end their connection, so close() need not wait for the
   // clients' keep-alive timeouts.
-  fastify.addHook('preClose', async () => { closing = true })
+  fastify.addHook('preClose', async () => {
+    closing = true
+    // Bodies that arrive soon are taken; slower ones would hold the stop up to its limit.
+    const { shutdownTimeoutS } = pipelines.current.settings.server
+    interruptBodies(Math.min(10_000, shutdownTimeoutS * 1000 / 3))
+  })
   fastify.addHook('onSend', async (_request, reply) => {
     if (closing) void reply.header('connection', 'close')
   })
   fastify.addHook('onClose', async () => {
     await reloading?.catch(() => {})
-    await current?.close(fastify.log)
+    await pipelines.current.close(fastify.log)
   })
 
-  current = await Pipeline.open(spec, pipelineContext)
-  const rejections = new RejectionLog(fastify.log, now)
-  fastify.setErrorHandler(function (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-    const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
-    const code = error.code ?? 'EVS_ERR_INTERNAL'
-    if (request.url.startsWith('/events')) metrics.requestsRejected.add(code)
-    if (statusCode >= 500 && !code.startsWith('EVS_ERR_')) {
-      metrics.error(error, `${request.method} ${request.url.split('?')[0] ?? ''}`)
-      request.log.error({ err: error, code }, 'request failed')
-    } else {
-      rejections.log({ code, statusCode, method: request.method, url: request.url.split('?')[0], ip: request.ip, reqId: request.id }, error.message)
+  await fastify.register(ingestRoutes, { runtime: { metrics, budget, now, pipelines, bodies } })
+  await fastify.register(opsRoutes, {
+    runtime: {
+      instanceId,
+      metrics,
+      budget,
+      now,
+      get settings () { return pipelines.current.settings },
+      get destinations () { return pipelines.current.destinations },
+      get closing () { return closing },
+      reload: async () => await server.reload()
     }
-    if (statusCode === 503) void reply.header('retry-after', '5')
-    const message = statusCode >= 500 && !code.startsWith('EVS_ERR_') && !code.startsWith('FST_') ? 'Internal error; see the server log' : error.message
-    void reply.code(statusCode).send({ statusCode, code, error: message })
   })
-  await fastify.register(ingestRoutes, { runtime: { metrics, now, acquire, tryAcquire } })
-  await fastify.register(opsRoutes, { server, now })
 }
 
-const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: ['dss-event-server-types'] })
+const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-server', dependencies: [TYPE_REGISTRY_PLUGIN] })
 
 /**
  * Builds the server from settings: validates everything first (throwing EVS_ERR_SETTINGS_INVALID
@@ -244,29 +245,41 @@ const runtimePlugin = fp(eventServerRuntime, { fastify: '5.x', name: 'dss-event-
  * Call `listen()` on the result.
  */
 export async function buildServer (options: BuildServerOptions = {}): Promise<FastifyInstance> {
-  const source = await readSource(options)
-  const core = parseCoreSettings(source.document, options.env ?? process.env)
+  const core = await readCoreSettings(options)
   if (!core.ok) throw settingsError(core.problems)
-  const server = core.settings.server
+  const source = core.value
+  const server = source.settings.server
+  const limits = timeouts(server)
   const fastify = Fastify({
     ...(options.loggerInstance !== undefined
       ? { loggerInstance: options.loggerInstance }
       : { logger: options.logger ?? { level: server.logLevel, ...(options.pretty === true ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard', ignore: 'pid,hostname' } } } : {}) } }),
-    ...(server.tls !== undefined ? { https: tlsOptions(server.tls, source.baseDir) } : {}),
+    ...(server.tls !== undefined ? { https: { ...tlsOptions(server.tls, source.baseDir), ...limits } } : { http: limits }),
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
     trustProxy: server.trustedProxies.length > 0 ? server.trustedProxies : false,
     forceCloseConnections: 'idle',
     // One line per request at info would cost more than the request itself; rejections are logged.
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true
+    return503OnClosing: true,
+    // Crash recovery of many files may take longer than Fastify's 10 s for a plugin to start.
+    pluginTimeout: 0
   })
+  const now = options.now ?? Date.now
+  const metrics = new Metrics(now)
+  // First, so that routes added by plugins named in settings get the same handling.
+  installErrorHandling(fastify, metrics, now)
   try {
-    const spec = await resolveSpec(fastify, source, options.env ?? process.env, core)
+    const resolved = await resolveSettings(fastify, source, options.builtinTypes)
+    if (!resolved.ok) throw settingsError(resolved.problems)
+    const spec = resolved.value
     for (const warning of spec.warnings) fastify.log.warn(warning)
     await fastify.register(runtimePlugin, {
       spec,
       instanceId: server.instanceId ?? defaultInstanceId(server.port),
       options,
-      now: options.now ?? Date.now
+      metrics,
+      now
     })
     await fastify.ready()
   } catch (err) {
@@ -274,60 +287,4 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     throw err
   }
   return fastify
-}
-
-export interface ConnectionProbe {
-  name: string
-  type: string
-  ok: boolean
-  /** The store's own message when the probe failed. */
-  error?: string
-}
-
-export interface CheckResult {
-  problems: SettingsProblem[]
-  warnings: string[]
-  /** With `probeConnections`: one entry per connection, when settings are valid. */
-  probes?: ConnectionProbe[]
-}
-
-const PROBE_TIMEOUT_MS = 30_000
-
-async function probe (connection: Connection): Promise<ConnectionProbe> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    await Promise.race([
-      connection.check(),
-      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS / 1000} s`)), PROBE_TIMEOUT_MS) })
-    ])
-    return { name: connection.name, type: connection.type, ok: true }
-  } catch (err) {
-    const e = err as Error & { code?: unknown }
-    return { name: connection.name, type: connection.type, ok: false, error: `${typeof e.code === 'string' ? `${e.code}: ` : ''}${e.message}` }
-  } finally {
-    clearTimeout(timer)
-    await connection.close().catch(() => {})
-  }
-}
-
-/**
- * Validates a settings document as `buildServer` would, loading the plugins it names, without
- * creating destinations. With `probeConnections`, also writes and deletes a probe object through
- * every connection and reports, per connection, whether that worked.
- */
-export async function checkSettings (document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env, options: { probeConnections?: boolean } = {}): Promise<CheckResult> {
-  const core = parseCoreSettings(document, env)
-  if (!core.ok) return { problems: core.problems, warnings: core.warnings }
-  const fastify = Fastify({ logger: false })
-  try {
-    await registerTypes(fastify, core.settings, baseDir)
-    const types = resolveTypes(fastify.eventServerTypes, core.settings, baseDir, fastify.log)
-    if (!types.ok) return { problems: types.problems, warnings: core.warnings }
-    if (options.probeConnections !== true) return { problems: [], warnings: core.warnings }
-    const probes = await Promise.all(types.connections.map(async ({ name, definition, options: connectionOptions }) =>
-      await probe(definition.create(connectionOptions, { name, baseDir, logger: fastify.log }))))
-    return { problems: [], warnings: core.warnings, probes }
-  } finally {
-    await fastify.close()
-  }
 }

@@ -1,4 +1,4 @@
-import type { StoredEvent } from './destination.js'
+import { equalityNeedle, type StoredEvent } from './destination.js'
 import { EVS_ERR_QUERY_INVALID } from './errors.js'
 
 /**
@@ -79,18 +79,7 @@ export interface WhereCondition {
   readonly needles: readonly Buffer[] | undefined
 }
 
-const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/
 const NUMBER_CHARS = /^[0-9.eE+-]*$/
-
-/**
- * What a line holding a field equal to `value` must contain. A number has several spellings
- * (`1000`, `1e3`), so a value that reads as one gives nothing; `true`, `false` and `null` have one.
- */
-export function equalityNeedle (value: string): Buffer | undefined {
-  if (NUMBER.test(value)) return undefined
-  if (value === 'true' || value === 'false' || value === 'null') return Buffer.from(value)
-  return Buffer.from(JSON.stringify(value))
-}
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 

@@ -1,4 +1,4 @@
-import type { SettingsProblem } from '../core/validation.js'
+import type { SettingsProblem } from '../core/plugin-api.js'
 
 /** `audit` and `audit/` both mean the folder `audit/`; `''` means the bucket's root. */
 export function joinPrefix (prefix: string): string {

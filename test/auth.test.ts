@@ -47,7 +47,8 @@ describe('authentication', () => {
     ['Bearer', { authorization: `Bearer ${KEY_A}` }],
     ['Basic auth password', { authorization: basic(KEY_A) }],
     ['the configured header', { 'x-my-key': KEY_A }],
-    ['a key from ${ENV}', { authorization: `Bearer ${KEY_B}` }]
+    ['a key from ${ENV}', { authorization: `Bearer ${KEY_B}` }],
+    ['the Basic user name with an empty password (DSS API-key convention)', { authorization: basic('', KEY_A) }]
   ])('accepts the key as %s', async (_name, headers) => {
     const { app, out } = await secured()
     const res = await app.inject({ method: 'POST', url: '/events/t/r', headers, payload: { a: 1 } })
@@ -74,6 +75,23 @@ describe('authentication', () => {
     expect(logs.text()).not.toContain(KEY_B)
   })
 
+  it('refuses credentials it cannot read (not base64, another scheme) rather than ignoring them', async () => {
+    const { app } = await secured()
+    const loose = `Basic ${Buffer.from(`dss:${KEY_A}`).toString('base64')}!!`
+    for (const authorization of [loose, `Token ${KEY_A}`, `Basic ${Buffer.from(KEY_A).toString('base64')}`, 'Bearer: x']) {
+      const res = await app.inject({ method: 'POST', url: '/events', headers: { authorization }, payload: { a: 1 } })
+      expect(res.statusCode).toBe(401)
+      expect(res.json().code).toBe('EVS_ERR_AUTH_INVALID')
+    }
+  })
+
+  it('refuses settings keys with leading or trailing white space, without showing them', async () => {
+    const { checkSettings } = await import('../index.js')
+    const result = await checkSettings({ ...fsSettings(), security: { eventsAuthenticationKeys: [{ key: 'secret-with-space ' }] } }, await tempDir())
+    expect(result.problems).toEqual([{ path: '/security/eventsAuthenticationKeys/0/key', message: expect.stringContaining('white space') }])
+    expect(JSON.stringify(result.problems)).not.toContain('secret-with-space')
+  })
+
   it('refuses a wrong key even when authentication is optional, since a keyed destination would silently miss the events', async () => {
     const dir = await tempDir()
     const app = await start({ document: { ...fsSettings(), security: { eventsAuthenticationKeys: [{ key: KEY_A }] } }, baseDir: dir })
@@ -96,7 +114,15 @@ describe('KeyRing and presentedKey', () => {
     expect(presentedKey({ authorization: 'bearer  k1 ' }, 'x-k')).toBe('k1')
     expect(presentedKey({ authorization: basic('p:with:colons') }, 'x-k')).toBe('p:with:colons')
     expect(presentedKey({ 'x-k': 'k3' }, 'x-k')).toBe('k3')
-    expect(presentedKey({ authorization: 'Digest abc' }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: basic('', 'api-key') }, 'x-k')).toBe('api-key')
+    expect(presentedKey({ authorization: basic('') }, 'x-k')).toBe('dss')
+    expect(presentedKey({ authorization: basic('', '') }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: 'Basic %%%' }, 'x-k')).toBe('')
+    expect(presentedKey({ authorization: 'Bearer\tk2' }, 'x-k')).toBe('k2')
+    expect(presentedKey({ authorization: 'Bearer ' }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: basic('', '') }, 'x-k')).toBeUndefined()
+    expect(presentedKey({ authorization: 'Digest abc' }, 'x-k')).toBe('')
+    expect(presentedKey({ authorization: 'Token abc' }, 'x-k')).toBe('')
     expect(presentedKey({}, 'x-k')).toBeUndefined()
   })
 })

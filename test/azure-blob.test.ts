@@ -25,12 +25,18 @@ function options (extra: Partial<AzureBlobOptions> = {}): AzureBlobOptions {
     connectionString: azure.connectionString,
     blockSizeBytes: 1024 * 1024,
     uploadConcurrency: 2,
+    connectTimeoutS: 10,
+    idleTimeoutS: 60,
     ...extra
   }
 }
 
 describeConnection('azure-blob (Azurite)', {
-  create: async () => new AzureBlobConnection(options(), { name: 'azure' })
+  create: async () => new AzureBlobConnection(options(), { name: 'azure' }),
+  observed: ({ url }) => {
+    const { connectionString: _, ...rest } = options()
+    return new AzureBlobConnection({ ...rest, accountName: AZURITE_ACCOUNT, accountKey: AZURITE_KEY, endpoint: `${url}/${AZURITE_ACCOUNT}` }, { name: 'azure' })
+  }
 })
 
 describe('azure-blob connection', () => {
@@ -59,7 +65,12 @@ describeObjectStoreDestination('azure-blob (Azurite)', {
   reader: (prefix) => new AzureBlobConnection(options({ prefix }), { name: 'reader' }),
   refusing: (prefix) => ({ type: 'azure-blob', ...options({ prefix, container: 'no-such-container' }) }),
   stop: async () => await azure.stop(),
-  restart: async () => await azure.restart()
+  restart: async () => await azure.restart(),
+  port: () => Number(new URL(azure.endpoint).port),
+  via: (prefix, endpoint, timeouts) => ({
+    type: 'azure-blob',
+    ...options({ prefix, ...timeouts, connectionString: `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpoint}/${AZURITE_ACCOUNT};` })
+  })
 })
 
 describeQuery('azure-blob (Azurite)', {

@@ -263,7 +263,7 @@ describe('commit log', () => {
   it('ignores a torn last record: it was never acknowledged', async () => {
     const { CommitLog } = await import('../plugins/files/commit-log.js')
     const dir = await tempDir()
-    const log = new CommitLog(join(dir, 'log'), silent)
+    const log = new CommitLog(join(dir, 'log'), silent, Date.now)
     await log.start()
     await log.append([{ key: 'a/f.jsonl', offset: 0, data: [Buffer.from('one\n')] }])
     await log.append([{ key: 'a/f.jsonl', offset: 4, data: [Buffer.from('two\n')] }])
@@ -273,7 +273,7 @@ describe('commit log', () => {
     const whole = await readFile(path)
     await writeFile(path, whole.subarray(0, whole.length - 3))
     const seen: string[] = []
-    const result = await new CommitLog(join(dir, 'log'), silent).replay(async (key, offset, data) => { seen.push(`${key}@${offset}:${data.toString()}`) })
+    const result = await new CommitLog(join(dir, 'log'), silent, Date.now).replay(async (key, offset, data) => { seen.push(`${key}@${offset}:${data.toString()}`) })
     expect(seen).toEqual(['a/f.jsonl@0:one\n'])
     expect(result).toEqual({ records: 1, torn: true })
   })

@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { readFile } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fsSettings, listFiles, readEvents, start, tempDir } from './helpers.js'
-
+import pino from 'pino'
+import { validate } from '../core/validation.js'
+import { FilesDestination, FilesDestinationSchema } from '../plugins/files/index.js'
+import { FilesystemConnection } from '../plugins/filesystem/index.js'
+import { fsSettings, listFiles, onCleanup, readEvents, start, tempDir } from './helpers.js'
 
 async function server (destination: Record<string, unknown>, clock?: { t: number }) {
   const dir = await tempDir()
@@ -87,7 +90,7 @@ describe('files destination layout', () => {
     await post(app, '/events/t/a', { n: 3 }) // a is now the most recent
     await post(app, '/events/t/c', { n: 4 }) // seals b
     await post(app, '/events/t/b', { n: 5 }) // b again: a new file; seals a
-    await app.eventServer.destinations.get('all')?.flush()
+    await app.close()
     const files = (await listFiles(out)).map((f) => f.replace(/\/\d{4}\/\d\d\/\d\d\/\d\d\//, '/'))
     expect(files).toEqual([
       'events/t/a/test-1_all_0000000001.jsonl',
@@ -128,7 +131,7 @@ describe('files destination layout', () => {
     const { app, out } = await server({ compression: 'gzip', flushEveryBytes: 6000 })
     // 23 kB of lines that compress to about 2 kB: one file, where uncompressed counting makes four.
     for (let i = 0; i < 20; i++) await post(app, '/events/t/r', { i, pad: 'x'.repeat(1000) })
-    await app.eventServer.destinations.get('all')?.flush()
+    await app.close()
     expect(await listFiles(out)).toHaveLength(1)
     expect(await readEvents(out)).toHaveLength(20)
   })
@@ -166,5 +169,56 @@ describe('files destination layout', () => {
     expect(files).toHaveLength(4)
     for (const file of files) expect((await readFile(join(out, file), 'utf8')).endsWith('}\n')).toBe(true)
     expect(await readEvents(out)).toHaveLength(20)
+  })
+})
+
+describe('files destination accept()', () => {
+  /** A files destination over a filesystem connection, driven directly with a clock of the test's. */
+  async function destination (clock: { t: number }) {
+    const dir = await tempDir()
+    const connection = new FilesystemConnection({ root: join(dir, 'out') }, { name: 'local', baseDir: dir })
+    const sealed: number[] = []
+    const checked = validate(FilesDestinationSchema, { connection: 'local', path: 'events' })
+    if (!checked.ok) throw new Error(JSON.stringify(checked.problems))
+    const logger = pino({ level: 'silent' })
+    const d = new FilesDestination(checked.value, {
+      name: 'all',
+      baseDir: dir,
+      stateDir: join(dir, 'state'),
+      instanceId: 'test-1',
+      timeZone: 'UTC',
+      logger,
+      now: () => clock.t,
+      connection: (name) => name === 'local' ? connection : undefined,
+      metrics: {
+        counter: (name) => ({ add: () => { if (name === 'evs_files_completed_total') sealed.push(clock.t) } }),
+        histogram: () => ({ observe: () => {} }),
+        gauge: () => {},
+        error: () => {}
+      }
+    })
+    await mkdir(join(dir, 'state'), { recursive: true })
+    await d.open()
+    onCleanup(async () => await d.close())
+    return { d, out: join(dir, 'out'), sealed }
+  }
+
+  const event = (receivedAt: number, n: number) => ({ topic: 't', routingKey: 'r', receivedAt, line: Buffer.from(`{"n":${n}}\n`) })
+
+  it('places every event of a batch in the period of its own receivedAt, and seals each period on time', async () => {
+    const clock = { t: Date.UTC(2026, 2, 17, 19, 59, 59, 990) }
+    const { d, out, sealed } = await destination(clock)
+    await d.accept([event(clock.t, 1), event(Date.UTC(2026, 2, 17, 20, 0, 0, 5), 2), event(clock.t, 3)])
+    expect(await listFiles(out)).toEqual([
+      'events/t/r/2026/03/17/19/test-1_all_0000000001.jsonl',
+      'events/t/r/2026/03/17/20/test-1_all_0000000002.jsonl'
+    ])
+    expect(await readFile(join(out, 'events/t/r/2026/03/17/19/test-1_all_0000000001.jsonl'), 'utf8')).toBe('{"n":1}\n{"n":3}\n')
+    // In the next hour, the 19h file is sealed by the periodic check; the 20h one stays open.
+    clock.t = Date.UTC(2026, 2, 17, 20, 0, 1)
+    const until = Date.now() + 5000
+    while (sealed.length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(sealed).toHaveLength(1)
+    expect(d.stats()).toMatchObject({ activeFiles: 1 })
   })
 })

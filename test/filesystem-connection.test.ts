@@ -6,7 +6,8 @@ import { describeConnection } from './conformance/describe-connection.js'
 import { tempDir } from './helpers.js'
 
 describeConnection('filesystem', {
-  create: async () => new FilesystemConnection({ root: 'root' }, { name: 'fs', baseDir: await tempDir() })
+  create: async () => new FilesystemConnection({ root: 'root' }, { name: 'fs', baseDir: await tempDir() }),
+  observed: ({ dir }) => new FilesystemConnection({ root: dir }, { name: 'fs', baseDir: process.cwd() })
 })
 
 describe('filesystem connection', () => {

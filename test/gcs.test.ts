@@ -5,8 +5,9 @@ import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { describeQuery } from './conformance/describe-query.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
-import { checkSettings } from '../core/server.js'
-import { tempDir } from './helpers.js'
+import { checkSettings } from '../index.js'
+import { onCleanup, tempDir } from './helpers.js'
+import { startStallProxy } from './stall-proxy.js'
 
 let gcs: GcsEmulator
 
@@ -19,15 +20,17 @@ afterAll(async () => {
 })
 
 function options (extra: Partial<GcsOptions> = {}): GcsOptions {
-  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', ...extra }
+  return { bucket: 'evs', prefix: `conf-${randomBytes(4).toString('hex')}/`, apiEndpoint: gcs.endpoint, projectId: 'demo-evs', uploadMode: 'resumable', idleTimeoutS: 60, ...extra }
 }
 
 describeConnection('gcs (Cloud Storage emulator)', {
-  create: async () => new GcsConnection(options(), { name: 'gcs', baseDir: process.cwd() })
+  create: async () => new GcsConnection(options(), { name: 'gcs', baseDir: process.cwd() }),
+  observed: ({ url }) => new GcsConnection(options({ apiEndpoint: url }), { name: 'gcs', baseDir: process.cwd() })
 })
 
 describeConnection('gcs (Cloud Storage emulator, simple uploads)', {
-  create: async () => new GcsConnection(options({ uploadMode: 'simple' }), { name: 'gcs', baseDir: process.cwd() })
+  create: async () => new GcsConnection(options({ uploadMode: 'simple' }), { name: 'gcs', baseDir: process.cwd() }),
+  observed: ({ url }) => new GcsConnection(options({ uploadMode: 'simple', apiEndpoint: url }), { name: 'gcs', baseDir: process.cwd() })
 })
 
 describe('gcs connection', () => {
@@ -35,6 +38,15 @@ describe('gcs connection', () => {
     const withCode = (code: number | string) => Object.assign(new Error(`status ${code}`), { code })
     for (const code of [400, 401, 403, 404]) expect(classifyGcsError(withCode(code))).toMatchObject({ permanent: true })
     for (const code of [408, 429, 500, 503, 'ECONNREFUSED']) expect(classifyGcsError(withCode(code))).not.toHaveProperty('permanent')
+  })
+
+  it('gives the JSON API calls a timeout too: a delete against a store that never answers fails', async () => {
+    const proxy = await startStallProxy(Number(new URL(gcs.endpoint).port), 'stall')
+    onCleanup(async () => await proxy.close())
+    const connection = new GcsConnection(options({ apiEndpoint: proxy.endpoint, idleTimeoutS: 1 }), { name: 'gcs', baseDir: process.cwd() })
+    await expect(connection.delete('a/b')).rejects.toThrow(/timeout/)
+    expect(proxy.accepted).toBeGreaterThan(0)
+    await connection.close()
   })
 
   it('rejects inline credentials that are not JSON without echoing them', async () => {
@@ -51,7 +63,10 @@ describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
   reader: (prefix) => new GcsConnection(options({ prefix }), { name: 'reader', baseDir: process.cwd() }),
   refusing: { unsupported: 'the Cloud Storage emulator accepts uploads to any bucket and ignores credentials; see the classification test above' },
   stop: async () => await gcs.stop(),
-  restart: async () => await gcs.restart()
+  restart: async () => await gcs.restart(),
+  port: () => Number(new URL(gcs.endpoint).port),
+  // No connectTimeoutS here: the SDK has none, and a connection that cannot be opened is an upload that does not move.
+  via: (prefix, endpoint, { idleTimeoutS }) => ({ type: 'gcs', ...options({ prefix, apiEndpoint: endpoint, idleTimeoutS }) })
 })
 
 describeQuery('gcs (Cloud Storage emulator)', {

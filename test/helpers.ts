@@ -5,7 +5,7 @@ import { gunzipSync } from 'node:zlib'
 import { Writable } from 'node:stream'
 import { afterEach } from 'vitest'
 import type { FastifyInstance } from 'fastify'
-import { buildServer, type BuildServerOptions } from '../core/server.js'
+import { buildServer, type BuildServerOptions } from '../index.js'
 
 const cleanups: Array<() => Promise<void>> = []
 

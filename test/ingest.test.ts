@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { gzipSync } from 'node:zlib'
+import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
+import pino from 'pino'
 import { join } from 'node:path'
-import { fsSettings, listFiles, readEvents, start, tempDir, TIMESTAMP } from './helpers.js'
+import { captureLogs, fsSettings, listFiles, readEvents, start, tempDir, TIMESTAMP } from './helpers.js'
 
 async function server (destination: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
   const dir = await tempDir()
@@ -62,6 +63,54 @@ describe('ingestion through the HTTP server', () => {
     const res = await app.inject({ method: 'POST', url: '/events/g/r', headers: { 'content-type': 'application/x-ndjson', 'content-encoding': 'gzip' }, payload: body })
     expect(res.statusCode).toBe(200)
     expect(await readEvents(out)).toHaveLength(3)
+  })
+
+  it('decodes deflate request bodies, zlib-wrapped or bare', async () => {
+    const { app, out } = await server()
+    const text = [audit(1), audit(2)].map((e) => JSON.stringify(e)).join('\n')
+    for (const payload of [deflateSync(text), deflateRawSync(text)]) {
+      const res = await app.inject({ method: 'POST', url: '/events/t/r', headers: { 'content-type': 'application/x-ndjson', 'content-encoding': 'deflate' }, payload })
+      expect(res.statusCode).toBe(200)
+    }
+    expect(await readEvents(out)).toHaveLength(4)
+    const bad = await app.inject({ method: 'POST', url: '/events/t/r', headers: { 'content-encoding': 'deflate' }, payload: 'not deflate' })
+    expect(bad.statusCode).toBe(400)
+    expect(bad.json().code).toBe('EVS_ERR_BODY_GZIP_INVALID')
+  })
+
+  it('an empty array is a valid batch of no event: 200 with received 0, nothing written', async () => {
+    const { app, out } = await server()
+    const res = await app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/json' }, payload: ' [ ] ' })
+    expect(res.statusCode).toBe(200)
+    expect(res.json()).toEqual({ status: 'ok', received: 0, routed: 0 })
+    expect(await listFiles(out)).toEqual([])
+  })
+
+  it('keeps topics with lone surrogates and U+FFFD apart', async () => {
+    const { app, out } = await server()
+    const payload = '[{"topic":"\\ud800","n":1},{"topic":"\\udc00","n":2},{"topic":"\\ufffd","n":3},{"topic":"\\ud83d\\ude00","n":4}]'
+    expect((await app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/json' }, payload })).statusCode).toBe(200)
+    const folders = new Map((await readEvents(out)).map((e) => [e.record.clientEvent.n, e.file.split('/')[1]]))
+    expect(new Set(folders.values()).size).toBe(4)
+    expect(folders.get(3)).toBe('%EF%BF%BD')
+    expect(decodeURIComponent(folders.get(4) as string)).toBe('😀')
+  })
+
+  it('logs a request that matches no route at warn: method, path, content type and header names, never their values or the body', async () => {
+    const dir = await tempDir()
+    const { stream, logs } = captureLogs()
+    const app = await start({ document: fsSettings(), baseDir: dir, loggerInstance: pino({ level: 'info' }, stream) })
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/audit?token=query-secret',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer header-secret', 'x-custom': 'value-secret' },
+      payload: '{"authUser":"body-secret"}'
+    })
+    expect(res.statusCode).toBe(404)
+    expect(res.json().code).toBe('EVS_ERR_ROUTE_NOT_FOUND')
+    const line = logs.lines.map((l) => JSON.parse(l)).find((l) => l.level === 40)
+    expect(line).toMatchObject({ method: 'POST', url: '/api/audit', contentType: 'application/json', headerNames: expect.arrayContaining(['authorization', 'x-custom']) })
+    expect(logs.text()).not.toMatch(/secret/)
   })
 
   it('takes topic and routing key from body fields, then query parameters, then the path, then DSS placeholders', async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { parseEvents, type BodyKind } from '../core/body.js'
+import { parseEvents } from '../core/parse-events.js'
+import type { BodyKind } from '../core/json-scan.js'
 import { firstField, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS } from '../core/json-scan.js'
 
 interface Expected { value: Record<string, unknown>, topic: string | undefined, routingKey: string | undefined }
@@ -137,15 +138,20 @@ describe('scanEvents', () => {
 })
 
 describe('parseEvents', () => {
+  it('refuses invalid UTF-8 rather than turning it into U+FFFD', () => {
+    expect(() => parseEvents(Buffer.concat([Buffer.from('{"topic":"a'), Buffer.from([0xff]), Buffer.from('"}')]), 'auto')).toThrow(/not valid UTF-8/)
+  })
+
   it('gives the same events by the fast and the slow path', () => {
-    // Invalid UTF-8 takes the slow path; the same body made valid takes the fast one.
-    const text = '[{"a":1.50,"topic":"t"},\n {"b":"x"}]'
+    // Nesting deeper than the scanner follows takes the slow path; the same body less deep the fast one.
+    const deep = `${'['.repeat(600)}${']'.repeat(600)}`
+    const text = '[{"a":1.50,"topic":"t"},\n {"b":"x","d":[]}]'
     const fast = parseEvents(Buffer.from(text), 'auto')
     expect(fast.source).toEqual(Buffer.from(text))
-    const slow = parseEvents(Buffer.concat([Buffer.from('[{"a":1.50,"topic":"t"},\n {"b":"'), Buffer.from([0xff]), Buffer.from('"}]')]), 'auto')
+    const slow = parseEvents(Buffer.from(`[{"a":1.50,"topic":"t"},\n {"b":"x","d":${deep}}]`), 'auto')
     const texts = (p: ReturnType<typeof parseEvents>): string[] => p.events.map((e) => p.source.toString('utf8', e.start, e.end))
-    expect(texts(fast)).toEqual(['{"a":1.50,"topic":"t"}', '{"b":"x"}'])
-    expect(texts(slow)).toEqual(['{"a":1.50,"topic":"t"}', '{"b":"\ufffd"}'])
+    expect(texts(fast)).toEqual(['{"a":1.50,"topic":"t"}', '{"b":"x","d":[]}'])
+    expect(texts(slow)).toEqual(['{"a":1.50,"topic":"t"}', `{"b":"x","d":${deep}}`])
     expect(fast.events.map((e) => e.topic)).toEqual(['t', undefined])
     expect(slow.events.map((e) => e.topic)).toEqual(['t', undefined])
   })

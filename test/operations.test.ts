@@ -135,7 +135,7 @@ describe('back-pressure on memory', () => {
     const dir = await tempDir()
     const app = await start({ document: fsSettings({}, { server: { maxInFlightBytes: 4096 } }), baseDir: dir })
     const url = await app.listen({ host: '127.0.0.1', port: 0 })
-    // A slow request holding 3 kB in flight...
+    // A slow request holding 3 kB in flight (bytes count as they arrive)...
     const body = JSON.stringify({ pad: 'x'.repeat(3000) })
     let finish = (): void => {}
     const slow = new Promise<number>((resolve, reject) => {
@@ -144,10 +144,10 @@ describe('back-pressure on memory', () => {
         res.on('end', () => resolve(res.statusCode ?? 0))
       })
       req.on('error', reject)
-      req.write(body.slice(0, 10))
-      finish = () => req.end(body.slice(10))
+      req.write(body.slice(0, -10))
+      finish = () => req.end(body.slice(-10))
     })
-    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes > 0, 'the slow request to be counted')
+    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes > 2000, 'the slow request to be counted')
     // ...so another 3 kB does not fit.
     const refused = await app.inject({ method: 'POST', url: '/events/t/r', headers: { 'content-type': 'application/json' }, payload: body })
     expect(refused.statusCode).toBe(503)
@@ -157,6 +157,31 @@ describe('back-pressure on memory', () => {
     expect(await slow).toBe(200)
     expect((await app.inject({ method: 'POST', url: '/events/t/r', headers: { 'content-type': 'application/json' }, payload: body })).statusCode).toBe(200)
     expect((await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes).toBe(0)
+  })
+
+  it('a request whose client left while it waited to be durable holds its lines until written, then releases them', async () => {
+    const dir = await tempDir()
+    const fixture = join(import.meta.dirname, 'fixtures', 'dss-event-server-plugin-capture', 'index.js')
+    const { captured } = await import(fixture) as { captured: Map<string, { waiting: number, release: () => void, events: unknown[] }> }
+    const app = await start({ baseDir: dir, document: { plugins: [fixture], destinations: [{ name: 'held', type: 'capture', hold: true }] } })
+    const url = await app.listen({ host: '127.0.0.1', port: 0 })
+    const body = JSON.stringify({ pad: 'x'.repeat(3000) })
+    // The whole body is sent, then the client goes away while the destination holds the request.
+    const req = httpRequest(`${url}/events/t/r`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(body.length) } })
+    req.on('error', () => {})
+    req.end(body)
+    await eventually(() => captured.get('held')?.waiting === 1, 'the request to wait on its destination')
+    const stats = async (): Promise<number> => (await app.inject({ method: 'GET', url: '/stats' })).json().inFlightBytes
+    // What is held is the request's lines (its body with the envelope), still in memory.
+    expect(await stats()).toBeGreaterThan(body.length)
+    req.destroy()
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(await stats()).toBeGreaterThan(body.length)
+    captured.get('held')?.release()
+    await eventually(() => captured.get('held')?.events.length === 1, 'the held event to be accepted')
+    await eventually(async () => await stats() === 0, 'the bytes of the abandoned request to be released')
+    // Its settings version was released too: closing does not wait for it.
+    await app.close()
   })
 })
 

@@ -5,14 +5,16 @@ import pino from 'pino'
 import { CommitLog } from '../plugins/files/commit-log.js'
 import { Journal } from '../plugins/files/journal.js'
 import { Appender } from '../plugins/files/appender.js'
+import { DescriptorCache } from '../plugins/files/descriptor-cache.js'
 import { PartitionWriter } from '../plugins/files/partition-writer.js'
-import { tempDir } from './helpers.js'
+import { onCleanup, tempDir } from './helpers.js'
 
 const silent = pino({ level: 'silent' })
 
 async function writer (dir: string, extra: Partial<ConstructorParameters<typeof PartitionWriter>[0]> = {}) {
   await mkdir(join(dir, 'state'), { recursive: true })
   const journal = await Journal.load(join(dir, 'state'))
+  onCleanup(async () => await journal.close())
   return new PartitionWriter({
     localPath: (key) => join(dir, 'out', ...key.split('/')),
     fileName: (seq) => `f_${seq}.jsonl`,
@@ -33,8 +35,9 @@ async function writer (dir: string, extra: Partial<ConstructorParameters<typeof 
 describe('partition writer with a commit log', () => {
   it('checkpoints: syncs the files a segment covers and deletes the segment, keeping every line', async () => {
     const dir = await tempDir()
-    const log = new CommitLog(join(dir, 'log'), silent)
+    const log = new CommitLog(join(dir, 'log'), silent, Date.now)
     await log.start()
+    onCleanup(async () => await log.close())
     const w = await writer(dir, { commitLog: log, checkpointBytes: 1 })
     for (let round = 0; round < 5; round++) {
       await Promise.all(Array.from({ length: 10 }, async (_, k) => await w.append(`p${k}`, '', [Buffer.from(`{"round":${round},"k":${k}}\n`)])))
@@ -51,8 +54,9 @@ describe('partition writer with a commit log', () => {
 
   it('bounds the bytes held for files without a descriptor, writing out the largest first', async () => {
     const dir = await tempDir()
-    const log = new CommitLog(join(dir, 'log'), silent)
+    const log = new CommitLog(join(dir, 'log'), silent, Date.now)
     await log.start()
+    onCleanup(async () => await log.close())
     const limit = 4000
     const w = await writer(dir, { commitLog: log, maxOpenFiles: 2, checkpointBytes: 1 << 30, checkpointMs: 3_600_000, deferredMemoryBytes: limit })
     const line = (round: number, k: number): Buffer => Buffer.from(`{"round":${round},"k":${k},"pad":"${'x'.repeat(60)}"}\n`)
@@ -68,6 +72,39 @@ describe('partition writer with a commit log', () => {
       const text = await readFile(join(dir, 'out', `p${k}`, `f_${k + 1}.jsonl`), 'utf8')
       expect(text.trim().split('\n').map((l) => JSON.parse(l).round)).toEqual(Array.from({ length: 30 }, (_, r) => r))
     }
+  })
+})
+
+describe('DescriptorCache', () => {
+  it('keeps at most max descriptors, closing the least recently used unpinned one; one opening per key at a time', async () => {
+    const dir = await tempDir()
+    const opened: string[] = []
+    const cache = new DescriptorCache<string>(2, async (key) => {
+      opened.push(key)
+      return await open(join(dir, key), 'a')
+    })
+    const a = await cache.get('a')
+    const [b1, b2] = await Promise.all([cache.get('b'), cache.get('b')])
+    expect(b1).toBe(b2)
+    cache.pin('a')
+    await cache.get('c') // 'b' goes: 'a' is pinned although least recently used
+    expect(cache.has('a')).toBe(true)
+    expect(cache.has('b')).toBe(false)
+    expect(cache.size).toBe(2)
+    expect(await cache.get('a')).toBe(a)
+    // Every descriptor pinned: the next opening waits until one is released.
+    cache.pin('c')
+    let gotD = false
+    const d = cache.get('d').then((handle) => { gotD = true; return handle })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(gotD).toBe(false)
+    cache.unpin('a')
+    cache.unpin('c')
+    await d
+    expect(cache.size).toBe(2)
+    expect(opened).toEqual(['a', 'b', 'c', 'd'])
+    for (const key of ['a', 'c', 'd']) if (cache.has(key)) await (await cache.remove(key)).close()
+    expect(cache.size).toBe(0)
   })
 })
 

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { checkSettings } from '../core/server.js'
+import { checkSettings } from '../index.js'
+import { checkSettings as checkCoreSettings } from '../core/check.js'
+import { buildServer as buildCoreServer } from '../core/server.js'
 import { start, tempDir } from './helpers.js'
 import { captured } from './fixtures/dss-event-server-plugin-capture/index.js'
 
@@ -87,5 +89,30 @@ describe('third-party destination plugins', () => {
 `)
     const document = { plugins: [FIXTURE, './impostor.mjs'], destinations: [{ name: 'mem', type: 'capture' }] }
     await expect(checkSettings(document, dir)).rejects.toMatchObject({ code: 'EVS_ERR_PLUGIN_TYPE_DUPLICATE', message: 'A destination type named "capture" is already registered' })
+  })
+
+  it('the core alone names no type: built-in types come from the table the entry point hands it', async () => {
+    const dir = await tempDir()
+    const { problems } = await checkCoreSettings({}, dir)
+    expect(problems).toEqual([
+      { path: '/connections/default/type', message: 'expected a connection type added by a plugin listed in "plugins", got "filesystem"' },
+      { path: '/destinations/0/type', message: 'expected a destination type added by a plugin listed in "plugins", got "files"' }
+    ])
+    const app = await buildCoreServer({
+      document: { plugins: [FIXTURE], destinations: [{ name: 'mem', type: 'capture' }] },
+      baseDir: dir,
+      logger: false
+    })
+    await app.close()
+  })
+
+  it('names the packages to install when a built-in type cannot load its SDK', async () => {
+    const dir = await tempDir()
+    const missing = Object.assign(new Error("Cannot find package '@example/sdk' imported from x.js"), { code: 'ERR_MODULE_NOT_FOUND' })
+    const builtinTypes = [{ type: 'example', kind: 'connection' as const, load: async () => { throw missing }, packages: ['@example/sdk', '@example/auth'] }]
+    await expect(checkCoreSettings({ connections: { c: { type: 'example' } } }, dir, {}, { builtinTypes })).rejects.toMatchObject({
+      code: 'EVS_ERR_PLUGIN_LOAD',
+      message: 'Cannot load plugin "example": Cannot find package \'@example/sdk\' imported from x.js; connections of type "example" need: npm install @example/sdk @example/auth'
+    })
   })
 })

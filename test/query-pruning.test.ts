@@ -2,10 +2,9 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Connection, ObjectInfo } from '../core/connection.js'
+import { canAppend, type AppendableConnection, type Connection, type ObjectInfo } from '../core/connection.js'
 import { newQueryStats } from '../core/destination.js'
-import { queryEvents } from '../core/query.js'
-import { buildServer } from '../core/server.js'
+import { buildServer, queryEvents } from '../index.js'
 import { listFiles } from './helpers.js'
 
 const HOUR = 3_600_000
@@ -23,7 +22,14 @@ interface Calls {
 
 /** The connection as the query uses it, counting listings and the files it opens. */
 function counting (calls: Calls) {
-  return (c: Connection): Connection => ({
+  return (c: Connection): Connection => {
+    if (!canAppend(c)) throw new Error(`counting wraps a filesystem connection, got ${c.type}`)
+    return counted(c, calls)
+  }
+}
+
+function counted (c: AppendableConnection, calls: Calls): AppendableConnection {
+  return {
     type: c.type,
     name: c.name,
     capabilities: c.capabilities,
@@ -48,9 +54,9 @@ function counting (calls: Calls) {
     },
     localPath (key) {
       calls.opened.push(key)
-      return (c.localPath as (k: string) => string)(key)
+      return c.localPath(key)
     }
-  })
+  }
 }
 
 interface Trail { dir: string, document: Record<string, unknown>, sent: Array<{ id: number, time: number }>, files: string[] }

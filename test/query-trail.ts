@@ -1,6 +1,6 @@
 import { expect } from 'vitest'
 import type { FastifyInstance } from 'fastify'
-import { buildServer } from '../core/server.js'
+import { buildServer } from '../index.js'
 
 /** One event of a test trail, as the brute-force reference sees it. */
 export interface SentEvent {
@@ -98,16 +98,13 @@ export async function writeTrail (writer: TrailWriter, events: SentEvent[], keep
       clock.t = e.time
       await post(first, e)
     }
-    // Sealed and, on an object store, uploaded (close alone leaves uploads beyond its grace in the spool).
-    await first.eventServer.destinations.get('audit')?.flush()
   } finally {
+    // Closing seals every file and, on an object store, uploads it within uploadShutdownGraceS.
     await first.close()
   }
   const second = await open('q-2', 'gzip')
   const third = await open('q-3', 'none')
   const close = async (): Promise<void> => {
-    await second.eventServer.destinations.get('audit')?.flush()
-    await third.eventServer.destinations.get('audit')?.flush()
     await second.close()
     await third.close()
   }

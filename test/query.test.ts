@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { newQueryStats, type QueryProblem, type StoredEvent } from '../core/destination.js'
-import { queryEvents, type QueryEventsOptions } from '../core/query.js'
+import { queryEvents, type QueryEventsOptions } from '../index.js'
 import { listFiles } from './helpers.js'
 import { expected, HOUR, ROUTING_KEYS, T0, timeRanges, trailEvents, USERS, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from './query-trail.js'
 
@@ -177,7 +177,7 @@ describe('query: reading back a filesystem trail', () => {
   it('--order time over more files in one partition than are merged at once (runs spilled to disk)', async () => {
     const own = await mkdtemp(join(tmpdir(), 'evs-query-'))
     try {
-      const { buildServer } = await import('../core/server.js')
+      const { buildServer } = await import('../index.js')
       const document = { server: { instanceId: 'many' }, connections: { store: { type: 'filesystem', root: './out' } }, destinations: [{ name: 'audit', connection: 'store', path: 'audit', flushEveryBytes: 0, durability: 'write' }] }
       const clock = { t: T0 }
       const app = await buildServer({ document, baseDir: own, logger: false, now: () => clock.t })

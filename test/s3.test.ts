@@ -32,13 +32,16 @@ function options (extra: Partial<S3Options> = {}): S3Options {
     ...S3_COMPAT,
     partSizeBytes: 5 * 1024 * 1024,
     uploadConcurrency: 2,
+    connectTimeoutS: 10,
+    idleTimeoutS: 60,
     ...extra
   }
 }
 
 describeConnection('s3 (s3rver)', {
   create: async () => new S3Connection(options(), { name: 's3' }),
-  shallowFolderListing: S3RVER_SHALLOW_FOLDERS
+  shallowFolderListing: S3RVER_SHALLOW_FOLDERS,
+  observed: ({ url }) => new S3Connection(options({ endpoint: url }), { name: 's3' })
 })
 
 describe('s3 connection', () => {
@@ -89,7 +92,9 @@ describeObjectStoreDestination('s3 (s3rver)', {
   reader: (prefix) => new S3Connection(options({ prefix }), { name: 'reader' }),
   refusing: (prefix) => ({ type: 's3', ...options({ prefix, bucket: 'no-such-bucket' }) }),
   stop: async () => await s3.stop(),
-  restart: async () => await s3.restart()
+  restart: async () => await s3.restart(),
+  port: () => s3.port,
+  via: (prefix, endpoint, timeouts) => ({ type: 's3', ...options({ prefix, endpoint, ...timeouts }) })
 })
 
 describeQuery('s3 (s3rver)', {
@@ -98,7 +103,7 @@ describeQuery('s3 (s3rver)', {
   wrapConnection: (c: Connection): Connection => ({
     type: c.type,
     name: c.name,
-    capabilities: c.capabilities,
+    capabilities: { append: false },
     put: c.put.bind(c),
     read: c.read.bind(c),
     list: c.list.bind(c),

@@ -95,7 +95,7 @@ describe('several instances behind a load balancer', () => {
     const disk = new Map<string, string>()
     for (const f of await listFiles(join(dir, 'shared'))) disk.set(f, await readFile(join(dir, 'shared', f), 'utf8'))
     check(disk)
-    const reader = new S3Connection({ bucket: 'shared', prefix: 'audit', endpoint: s3.endpoint, ...S3_CREDENTIALS, ...S3_COMPAT, partSizeBytes: 5 * 1024 * 1024, uploadConcurrency: 1 }, { name: 'reader' })
+    const reader = new S3Connection({ bucket: 'shared', prefix: 'audit', endpoint: s3.endpoint, ...S3_CREDENTIALS, ...S3_COMPAT, partSizeBytes: 5 * 1024 * 1024, uploadConcurrency: 1, connectTimeoutS: 10, idleTimeoutS: 60 }, { name: 'reader' })
     const objects = new Map<string, string>()
     for await (const { key } of reader.list('')) {
       const chunks: Buffer[] = []

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { buildServer, checkSettings } from '../core/server.js'
+import { buildServer, checkSettings } from '../index.js'
 import { parseCoreSettings } from '../core/settings.js'
 import { fsSettings, listFiles, readEvents, start, tempDir } from './helpers.js'
 import { spawnServer } from './child-server.js'
@@ -69,6 +69,17 @@ describe('settings validation', () => {
     expect(typed['/destinations/1/connection']).toMatch(/expected the name of a connection defined in "connections" \("local", "cloud"\), got "nowhere"/)
     expect(typed['/destinations/1/pathFormat']).toMatch(/unknown token at "%Q"/)
     expect(typed['/destinations/1/path']).toMatch(/without "\." or "\.\." segments/)
+  })
+
+  it('reports every problem, however many', async () => {
+    const dir = await tempDir()
+    const keys = Array.from({ length: 12 }, (_, i) => `extra${i}`)
+    const { problems } = await checkSettings({ server: { ...Object.fromEntries(keys.map((k) => [k, 1])), port: -1, logLevel: 'loud' } }, dir)
+    expect(Object.fromEntries(problems.map((p) => [p.path, p.message]))).toEqual({
+      ...Object.fromEntries(keys.map((k) => [`/server/${k}`, 'unexpected property, got 1'])),
+      '/server/port': 'expected an integer greater than or equal to 0, got -1',
+      '/server/logLevel': 'expected one of "fatal", "error", "warn", "info", "debug", "trace", "silent", got "loud"'
+    })
   })
 
   it('refuses to start half-configured: buildServer throws EVS_ERR_SETTINGS_INVALID', async () => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import type { StoredEvent, StoredRecord } from '../core/destination.js'
-import { parseServerTimestamp, parseTimeBound } from '../core/query-time.js'
+import { parseTimeBound } from '../core/query-time.js'
+import { parseServerTimestamp } from '../core/time.js'
 import { combineConditions, parseWhere } from '../core/where.js'
 
 function event (clientEvent: Record<string, unknown>, extra: Partial<StoredEvent> = {}): StoredEvent {

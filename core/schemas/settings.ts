@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static } from 'typebox'
 
 // The one source of truth for the settings document. Type-specific options of connections and
 // destinations are validated by the schema their plugin registers (see core/registry.ts).
@@ -29,6 +29,10 @@ export const ServerSettingsSchema = Type.Object({
   trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
   shutdownTimeoutS: Type.Number({ default: 30, minimum: 0 }),
   maxInFlightBytes: Type.Integer({ default: 256 * 1024 * 1024, minimum: 1024 }),
+  requestTimeoutS: Type.Number({ default: 300, exclusiveMinimum: 0 }),
+  bodyIdleTimeoutS: Type.Number({ default: 30, exclusiveMinimum: 0 }),
+  headersTimeoutS: Type.Number({ default: 30, exclusiveMinimum: 0 }),
+  keepAliveTimeoutS: Type.Number({ default: 72, exclusiveMinimum: 0 }),
   tls: Type.Optional(TlsSettingsSchema),
   logLevel: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),

@@ -1,13 +1,15 @@
+import { randomBytes } from 'node:crypto'
+import type { Agent } from 'node:http'
 import type { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import { BlobServiceClient, StorageSharedKeyCredential, type ContainerClient } from '@azure/storage-blob'
-import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
-import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import { BlobServiceClient, StorageSharedKeyCredential, type BlockBlobClient, type ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob'
+import {
+  assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
+} from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { ConnectTimeoutS, IdleTimeoutS, timedAgent } from '../object-store-timeouts.js'
 
 export const AzureBlobOptionsSchema = Type.Object({
   container: Type.String({ minLength: 3, maxLength: 63 }),
@@ -18,7 +20,9 @@ export const AzureBlobOptionsSchema = Type.Object({
   sasToken: Type.Optional(Type.String({ minLength: 1 })),
   endpoint: Type.Optional(Type.String({ minLength: 1, description: 'blob service URL; default https://<accountName>.blob.core.windows.net' })),
   blockSizeBytes: Type.Integer({ default: 4 * 1024 * 1024, minimum: 64 * 1024, maximum: 100 * 1024 * 1024 }),
-  uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 })
+  uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 }),
+  connectTimeoutS: ConnectTimeoutS,
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type AzureBlobOptions = Static<typeof AzureBlobOptionsSchema>
@@ -37,19 +41,23 @@ function classify (err: unknown): never {
 
 // The uploader retries forever with its own backoff: the SDK's retries only need to ride out a
 // blip, not to hold an upload for a minute (its default) while the store is down.
-const PIPELINE = { retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 } }
+const RETRY_OPTIONS = { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 }
+
+// Put Blob takes at most 5000 MiB at once; past one block, blocks are staged and committed.
+const MAX_BLOCKS = 50_000
 
 function serviceUrl (o: AzureBlobOptions): string {
   return (o.endpoint ?? `https://${o.accountName as string}.blob.core.windows.net`).replace(/\/+$/, '')
 }
 
-export class AzureBlobConnection implements Connection {
+export class AzureBlobConnection implements ObjectConnection {
   readonly type = 'azure-blob'
   readonly name: string
   readonly capabilities = { append: false } as const
   readonly #options: AzureBlobOptions
   readonly #prefix: string
   #container: Promise<ContainerClient> | undefined
+  #agent: Agent | undefined
 
   constructor (options: AzureBlobOptions, context: Pick<ConnectionContext, 'name'>) {
     this.name = context.name
@@ -61,18 +69,25 @@ export class AzureBlobConnection implements Connection {
   async #client (): Promise<ContainerClient> {
     this.#container ??= (async () => {
       const o = this.#options
+      // The SDK sets no client-side timeout: its sockets come from an agent that has them. The
+      // agent must match the service URL's protocol, known only once the client exists.
+      const pipeline = (url: string): StoragePipelineOptions => {
+        this.#agent ??= timedAgent(new URL(url).protocol, this.name, o)
+        // `agent` is a core-rest-pipeline option the storage pipeline passes through as it is.
+        return { retryOptions: RETRY_OPTIONS, agent: this.#agent } as StoragePipelineOptions & { agent: Agent }
+      }
       let service: BlobServiceClient
       if (o.connectionString !== undefined) {
-        service = BlobServiceClient.fromConnectionString(o.connectionString, PIPELINE)
+        service = BlobServiceClient.fromConnectionString(o.connectionString, pipeline(BlobServiceClient.fromConnectionString(o.connectionString).url))
       } else if (o.accountKey !== undefined) {
-        service = new BlobServiceClient(serviceUrl(o), new StorageSharedKeyCredential(o.accountName as string, o.accountKey), PIPELINE)
+        service = new BlobServiceClient(serviceUrl(o), new StorageSharedKeyCredential(o.accountName as string, o.accountKey), pipeline(serviceUrl(o)))
       } else if (o.sasToken !== undefined) {
-        service = new BlobServiceClient(`${serviceUrl(o)}?${o.sasToken.replace(/^\?/, '')}`, undefined, PIPELINE)
+        service = new BlobServiceClient(`${serviceUrl(o)}?${o.sasToken.replace(/^\?/, '')}`, undefined, pipeline(serviceUrl(o)))
       } else {
         // Microsoft Entra ID: environment, workload identity, managed identity, Azure CLI...
         // Imported only for this mode, so the other modes never load @azure/identity.
         const { DefaultAzureCredential } = await import('@azure/identity')
-        service = new BlobServiceClient(serviceUrl(o), new DefaultAzureCredential(), PIPELINE)
+        service = new BlobServiceClient(serviceUrl(o), new DefaultAzureCredential(), pipeline(serviceUrl(o)))
       }
       return service.getContainerClient(o.container)
     })()
@@ -88,18 +103,73 @@ export class AzureBlobConnection implements Connection {
     const blob = (await this.#client()).getBlockBlobClient(this.#name(key))
     const common = {
       blobHTTPHeaders: {
-        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { blobContentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { blobContentType: options.contentType } : {})
       },
       ...(options.signal !== undefined ? { abortSignal: options.signal } : {})
     }
     try {
       if (Buffer.isBuffer(body)) await blob.upload(body, body.length, common)
-      // Staged blocks, committed at the end: an aborted upload leaves the previous blob as it was.
-      else await blob.uploadStream(body, this.#options.blockSizeBytes, this.#options.uploadConcurrency, common)
+      else await this.#putStream(blob, body, common)
     } catch (err) {
       classify(err)
     }
+  }
+
+  /**
+   * One Put Blob when the stream fits in one block; else staged blocks committed at the end, so
+   * an upload that fails or is aborted leaves the previous blob as it was. Blocks are staged here
+   * rather than by `uploadStream`, which does not pass the abort signal on to them.
+   */
+  async #putStream (blob: BlockBlobClient, body: Readable, common: { blobHTTPHeaders: object, abortSignal?: AbortSignal }): Promise<void> {
+    const { blockSizeBytes, uploadConcurrency } = this.#options
+    const signal = common.abortSignal
+    const idPrefix = randomBytes(12).toString('hex')
+    const ids: string[] = []
+    const staging = new Set<Promise<void>>()
+    const failures: unknown[] = []
+    const check = (): void => {
+      if (failures.length > 0) throw failures[0]
+      signal?.throwIfAborted()
+    }
+    const stage = (block: Buffer): void => {
+      if (ids.length === MAX_BLOCKS) throw new Error(`the file needs more than ${MAX_BLOCKS} blocks: raise blockSizeBytes`)
+      const id = Buffer.from(`${idPrefix}-${String(ids.length).padStart(6, '0')}`).toString('base64')
+      ids.push(id)
+      const done: Promise<void> = blob.stageBlock(id, block, block.length, signal !== undefined ? { abortSignal: signal } : {})
+        .then(() => {}, (err: unknown) => { failures.push(err) })
+        .finally(() => staging.delete(done))
+      staging.add(done)
+    }
+    let pending: Buffer[] = []
+    let pendingBytes = 0
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        pending.push(chunk)
+        pendingBytes += chunk.length
+        // Strictly more than a block: a stream that fits in one block goes up in one request.
+        while (pendingBytes > blockSizeBytes) {
+          const all = Buffer.concat(pending, pendingBytes)
+          stage(all.subarray(0, blockSizeBytes))
+          pending = [all.subarray(blockSizeBytes)]
+          pendingBytes -= blockSizeBytes
+          while (staging.size >= uploadConcurrency) await Promise.race(staging)
+          check()
+        }
+      }
+    } finally {
+      // Whatever happens, no block upload outlives this call.
+      await Promise.all(staging)
+    }
+    check()
+    const rest = Buffer.concat(pending, pendingBytes)
+    if (ids.length === 0) {
+      await blob.upload(rest, rest.length, common)
+      return
+    }
+    stage(rest)
+    await Promise.all(staging)
+    check()
+    await blob.commitBlockList(ids, common)
   }
 
   async read (key: string): Promise<Readable> {
@@ -148,6 +218,8 @@ export class AzureBlobConnection implements Connection {
 
   async close (): Promise<void> {
     this.#container = undefined
+    this.#agent?.destroy()
+    this.#agent = undefined
   }
 }
 

@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { fsyncDir } from '../../core/fs-sync.js'
+import { fsyncDir } from '../fs-sync.js'
 import { Appender, type SlowWriteLogger } from './appender.js'
 
 /** One write to a partition file: its bytes, and where they go. */
@@ -32,16 +32,20 @@ export class CommitLog {
   #startedAt = 0
 
   readonly #appender: Appender
+  readonly #now: () => number
 
-  constructor (dir: string, logger: SlowWriteLogger) {
+  /** `now`: milliseconds since the epoch, for the age of the current segment. */
+  constructor (dir: string, logger: SlowWriteLogger, now: () => number) {
     this.#appender = new Appender(logger, 'the commit log')
     this.dir = dir
+    this.#now = now
   }
 
   get bytes (): number {
     return this.#bytes
   }
 
+  /** When the current segment was started (`now()` milliseconds). */
   get startedAt (): number {
     return this.#startedAt
   }
@@ -96,7 +100,7 @@ export class CommitLog {
     this.#handle = await open(join(this.dir, segmentName(this.#segment)), 'ax')
     await fsyncDir(this.dir)
     this.#bytes = 0
-    this.#startedAt = Date.now()
+    this.#startedAt = this.#now()
   }
 
   /** Appends records and syncs them: once this resolves, they survive a crash. */

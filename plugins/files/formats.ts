@@ -2,8 +2,7 @@ import { open as openFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip, constants as zlibConstants } from 'node:zlib'
-import type { Connection } from '../../core/connection.js'
-import type { QueryStats } from '../../core/destination.js'
+import { canAppend, type Connection, type QueryStats } from '../../core/plugin-api.js'
 
 /**
  * Where a read of a file stopped, to resume there when the file grows (`--follow`): `offset` bytes
@@ -79,7 +78,7 @@ export interface StoredFormat {
  */
 async function * storedBytes (file: FileToRead, offset: number, reuse: boolean): AsyncGenerator<Buffer> {
   const { connection, stats, signal } = file
-  if (connection.localPath !== undefined) {
+  if (canAppend(connection)) {
     const handle = await openFile(connection.localPath(file.key), 'r')
     stats.filesOpened++
     const size = file.size - offset < file.blockBytes ? Math.max(16 * 1024, file.size - offset + 1) : file.blockBytes

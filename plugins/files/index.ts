@@ -1,88 +1,19 @@
-import { mkdir, open as openFile, readdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, join, relative, resolve, sep } from 'node:path'
+import { mkdir, unlink, writeFile } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import type { Connection } from '../../core/connection.js'
-import type { Destination, DestinationCheckContext, DestinationContext, DestinationStats, RoutedEvent } from '../../core/destination.js'
-import { EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import { ZonedTime, type TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import {
+  assertSafeKey, canAppend, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL, Type, ZonedTime, type Connection, type Destination, type DestinationCheckContext,
+  type DestinationContext, type DestinationStats, type RoutedEvent, type SettingsProblem, type Static, type TimeParts
+} from '../../core/plugin-api.js'
 import { Journal } from './journal.js'
 import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
+import { filesMetrics, type FilesMetrics } from './metrics.js'
 import { PartitionWriter, type SealedFile } from './partition-writer.js'
 import { readFilesDestination } from './reader.js'
-import { repairFile } from './recovery.js'
-import { Uploader, type SpoolFile } from './uploader.js'
-
-async function startLog (log: CommitLog): Promise<CommitLog> {
-  await log.start()
-  return log
-}
-
-/**
- * Writes every logged record of a still-open file back at its offset, syncs those files and cuts
- * them at the end of their last record. Records of sealed files are skipped: those files were
- * synced (and, for object stores, may be uploaded and gone).
- */
-async function replayCommitLog (log: CommitLog, open: ReadonlySet<string>, localPath: (key: string) => string): Promise<{ records: number, files: number, torn: boolean }> {
-  const writes = new Map<string, Array<{ offset: number, data: Buffer }>>()
-  const { torn } = await log.replay(async (key, offset, data) => {
-    if (!open.has(key)) return
-    let list = writes.get(key)
-    if (list === undefined) writes.set(key, list = [])
-    list.push({ offset, data })
-  })
-  let records = 0
-  for (const [key, list] of writes) {
-    const path = localPath(key)
-    await mkdir(dirname(path), { recursive: true })
-    const handle = await open_(path)
-    try {
-      let end = 0
-      for (const { offset, data } of list) {
-        await handle.write(data, 0, data.length, offset)
-        end = Math.max(end, offset + data.length)
-        records++
-      }
-      await handle.truncate(end)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  }
-  return { records, files: writes.size, torn }
-}
-
-async function open_ (path: string): Promise<FileHandle> {
-  try {
-    return await openFile(path, 'r+')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    return await openFile(path, 'w')
-  }
-}
-
-/** Files in the spool, as keys relative to it; folders emptied by uploads are not files. */
-async function spoolFiles (spoolDir: string): Promise<SpoolFile[]> {
-  let entries
-  try {
-    entries = await readdir(spoolDir, { recursive: true, withFileTypes: true })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
-  const files: SpoolFile[] = []
-  for (const entry of entries) {
-    if (!entry.isFile()) continue
-    const path = join(entry.parentPath, entry.name)
-    const info = await stat(path)
-    files.push({ key: relative(spoolDir, path).split(sep).join('/'), path, size: info.size, since: info.mtimeMs })
-  }
-  return files.sort((a, b) => a.since - b.since)
-}
+import { recoverOpenFiles, spoolFiles } from './recovery.js'
+import { Uploader } from './uploader.js'
 
 const literals = <T extends string>(values: readonly T[], defaultValue: T) =>
   Type.Union(values.map((v) => Type.Literal(v)), { default: defaultValue })
@@ -129,11 +60,13 @@ export class FilesDestination implements Destination {
   readonly #context: DestinationContext
   readonly #layout: Layout
   readonly #time: ZonedTime
+  readonly #metrics: FilesMetrics
   #connection: Connection | undefined
   #writer: PartitionWriter | undefined
   #journal: Journal | undefined
   #log: CommitLog | undefined
   #uploader: Uploader | undefined
+  #spoolDir: string | undefined
   #spoolBytes = 0
   #healthTimer: NodeJS.Timeout | undefined
   #unwritable: string | undefined
@@ -150,6 +83,11 @@ export class FilesDestination implements Destination {
     this.#context = context
     this.#layout = compileLayout(options)
     this.#time = new ZonedTime(context.timeZone)
+    this.#metrics = filesMetrics(context.metrics, {
+      openFiles: () => this.#writer?.stats.openFiles,
+      uploadRetries: () => this.#uploader?.stats.retries,
+      quarantined: () => this.#uploader?.stats.quarantined
+    })
   }
 
   async open (): Promise<void> {
@@ -158,92 +96,33 @@ export class FilesDestination implements Destination {
     const connection = context.connection(options.connection)
     if (connection === undefined) throw new EVS_ERR_RECOVERY(this.name, `connection "${options.connection}" is not defined`)
     this.#connection = connection
-    const appendable = connection.capabilities.append && connection.localPath !== undefined
+    const appendable = canAppend(connection)
     const spoolDir = resolve(context.baseDir, options.spoolDir ?? join(context.stateDir, 'spool'))
+    this.#spoolDir = spoolDir
     const localPath = appendable
-      ? (connection.localPath as (key: string) => string).bind(connection)
+      ? connection.localPath.bind(connection)
       : (key: string): string => {
           assertSafeKey(this.name, key)
           return join(spoolDir, ...key.split('/'))
         }
-    const logger = context.logger
-    const journal = await Journal.load(context.stateDir)
-    this.#journal = journal
-    // Replayed whatever the setting now says: a log left by the previous run holds acknowledged events.
-    const log = new CommitLog(join(context.stateDir, 'commit-log'), logger)
-    try {
-      const replayed = await replayCommitLog(log, new Set(journal.unsealed().map((e) => e.key)), localPath)
-      if (replayed.records > 0) logger.info(replayed, 'replayed the commit log into the files left open by the previous run')
-      if (replayed.torn) logger.warn('the commit log ended with a torn record (never acknowledged); it was ignored')
-    } catch (err) {
-      throw new EVS_ERR_RECOVERY(this.name, `commit log: ${(err as Error).message}`)
-    }
-    await log.clear()
-    for (const entry of journal.unsealed()) {
-      try {
-        const result = await repairFile(localPath(entry.key), options.compression, join(context.stateDir, 'torn'), logger)
-        logger.info({ key: entry.key, result }, 'recovered a file left open by the previous run')
-      } catch (err) {
-        throw new EVS_ERR_RECOVERY(this.name, `${entry.key}: ${(err as Error).message}`)
-      }
-      await journal.sealed(entry.seq)
-    }
-    await journal.compact()
-
-    if (!appendable) {
-      const uploader = new Uploader({
-        connection,
-        spoolDir,
-        quarantineDir: join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`),
-        concurrency: options.maxConcurrentUploads,
-        retryInitialMs: options.uploadRetryInitialS * 1000,
-        retryMaxMs: options.uploadRetryMaxS * 1000,
-        logger,
-        now: context.now,
-        onRemoved: (bytes) => { this.#spoolBytes -= bytes },
-        onAttempt: (seconds, outcome, err) => {
-          context.metrics.uploaded(seconds, outcome)
-          if (outcome === 'ok') context.metrics.completed()
-          else context.metrics.error(err)
-        }
-      })
-      this.#uploader = uploader
-      // Every file left in the spool is sealed now: upload it again under its own key.
-      const left = await spoolFiles(spoolDir)
-      for (const file of left) {
-        this.#spoolBytes += file.size
-        uploader.enqueue(file)
-      }
-      if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
-    }
-
-    const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
-    const prefix = `${context.instanceId}_${this.name}_`
-    const uploader = this.#uploader
-    this.#writer = new PartitionWriter({
-      localPath,
-      fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
-      compression: options.compression,
-      durability: options.durability,
-      flushEveryBytes: options.flushEveryBytes,
-      flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
-      maxOpenFiles: options.maxOpenFiles,
-      maxActiveFiles: options.maxActiveFiles,
-      pipelinedCommits: options.pipelinedCommits,
-      ...(options.commitLog && options.durability === 'fsync' ? { commitLog: this.#log = await startLog(log) } : {}),
+    const journal = this.#journal = await Journal.load(context.stateDir)
+    const log = new CommitLog(join(context.stateDir, 'commit-log'), context.logger, context.now)
+    await recoverOpenFiles({
+      destination: this.name,
       journal,
-      logger,
-      now: context.now,
-      onWritten: (bytes) => { this.#spoolBytes += bytes },
-      onSynced: (seconds) => { context.metrics.synced(seconds) },
-      onError: (err) => {
-        context.metrics.error(err)
-        this.#unwritable = (err as Error).message
-      },
-      onSealed: uploader !== undefined
-        ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
-        : () => { context.metrics.completed() }
+      log,
+      localPath,
+      compression: options.compression,
+      tornDir: join(context.stateDir, 'torn'),
+      logger: context.logger,
+      now: context.now
     })
+    if (!appendable) this.#uploader = await this.#startUploader(connection, spoolDir)
+    if (options.commitLog && options.durability === 'fsync') {
+      await log.start()
+      this.#log = log
+    }
+    this.#writer = this.#startWriter(journal, localPath, appendable)
     this.#timer = setInterval(() => this.#maintain(), MAINTENANCE_INTERVAL_MS).unref()
     // Readiness: a probe file where this destination writes first (its folder, or the spool).
     const probeName = `.dss-event-server-probe-${context.instanceId}_${this.name}`
@@ -253,16 +132,86 @@ export class FilesDestination implements Destination {
     this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
   }
 
+  /** The uploader of an object store, with the files the previous run left in the spool queued again. */
+  async #startUploader (connection: Connection, spoolDir: string): Promise<Uploader> {
+    const options = this.#options
+    const context = this.#context
+    const uploader = new Uploader({
+      connection,
+      spoolDir,
+      quarantineDir: join(dirname(spoolDir), `${basename(spoolDir)}-quarantine`),
+      concurrency: options.maxConcurrentUploads,
+      retryInitialMs: options.uploadRetryInitialS * 1000,
+      retryMaxMs: options.uploadRetryMaxS * 1000,
+      logger: context.logger,
+      now: context.now,
+      onRemoved: (bytes) => { this.#spoolBytes -= bytes },
+      onAttempt: (seconds, outcome, err) => {
+        this.#metrics.upload.observe(seconds, outcome)
+        if (outcome === 'ok') this.#metrics.completed.add()
+        else this.#metrics.error(err)
+      }
+    })
+    // Every file left in the spool is sealed now: upload it again under its own key.
+    const left = await spoolFiles(spoolDir)
+    for (const file of left) {
+      this.#spoolBytes += file.size
+      uploader.enqueue(file)
+    }
+    if (left.length > 0) context.logger.info({ files: left.length, bytes: this.#spoolBytes }, 'uploading files left in the spool by the previous run')
+    return uploader
+  }
+
+  #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean): PartitionWriter {
+    const options = this.#options
+    const context = this.#context
+    const extension = options.compression === 'gzip' ? '.jsonl.gz' : '.jsonl'
+    const prefix = `${context.instanceId}_${this.name}_`
+    const uploader = this.#uploader
+    return new PartitionWriter({
+      localPath,
+      fileName: (seq) => `${prefix}${String(seq).padStart(10, '0')}${extension}`,
+      compression: options.compression,
+      durability: options.durability,
+      flushEveryBytes: options.flushEveryBytes,
+      flushEveryS: options.flushEveryS ?? (appendable ? 0 : OBJECT_STORE_FLUSH_EVERY_S),
+      maxOpenFiles: options.maxOpenFiles,
+      maxActiveFiles: options.maxActiveFiles,
+      pipelinedCommits: options.pipelinedCommits,
+      ...(this.#log !== undefined ? { commitLog: this.#log } : {}),
+      journal,
+      logger: context.logger,
+      now: context.now,
+      onWritten: (bytes) => { this.#spoolBytes += bytes },
+      onSynced: (seconds) => { this.#metrics.commit.observe(seconds) },
+      onError: (err) => {
+        this.#metrics.error(err)
+        this.#unwritable = (err as Error).message
+      },
+      onSealed: uploader !== undefined
+        ? (file: SealedFile) => { uploader.enqueue({ key: file.key, path: file.path, size: file.size, since: file.openedAt }) }
+        : () => { this.#metrics.completed.add() }
+    })
+  }
+
+  /**
+   * Appends every event to the file of its folder (topic, routing key and the period of its own
+   * `receivedAt`), one write per folder. Settles once all are durable as `durability` says;
+   * rejects with EVS_ERR_SPOOL_FULL, without writing anything, when the spool is full. When a
+   * write fails the promise rejects, though other folders' lines of the batch may be durable: the
+   * client's retry may then duplicate them, never lose them.
+   */
   accept (events: readonly RoutedEvent[]): Promise<void> {
     const writer = this.#writer
-    if (writer === undefined || this.#closed) return Promise.reject(new Error(`destination ${this.name} is not open`))
+    if (writer === undefined || this.#closed) return Promise.reject(new EVS_ERR_DESTINATION_UNAVAILABLE(this.name, 'it is not open'))
     if (this.#uploader !== undefined && this.#spoolBytes >= this.#options.spoolMaxBytes) {
       return Promise.reject(new EVS_ERR_SPOOL_FULL(this.name, this.#spoolBytes, this.#options.spoolMaxBytes))
     }
     let lastAt = Number.NaN
     let parts: TimeParts | undefined
     let period = ''
-    const byFolder = new Map<string, Buffer[]>()
+    // By period and folder: a pathFormat may leave out a period's coarser tokens (e.g. only %H).
+    const groups = new Map<string, { folder: string, period: string, lines: Buffer[] }>()
     let lastTopic: string | undefined
     let lastRoutingKey: string | undefined
     let lines: Buffer[] = []
@@ -277,9 +226,10 @@ export class FilesDestination implements Destination {
         lastTopic = event.topic
         lastRoutingKey = event.routingKey
         const folder = this.#folder(event.topic, event.routingKey, parts as TimeParts, period)
-        const found = byFolder.get(folder)
-        if (found === undefined) byFolder.set(folder, lines = [])
-        else lines = found
+        const key = `${period}\u0000${folder}`
+        const found = groups.get(key)
+        if (found === undefined) groups.set(key, { folder, period, lines: lines = [] })
+        else lines = found.lines
       }
       // Lines of one request are views into one buffer: neighbours merge into a single write vector.
       const previous = lines[lines.length - 1]
@@ -291,7 +241,7 @@ export class FilesDestination implements Destination {
       }
     }
     const writes: Array<Promise<void>> = []
-    for (const [folder, lines] of byFolder) writes.push(writer.append(folder, period, lines))
+    for (const group of groups.values()) writes.push(writer.append(group.folder, group.period, group.lines))
     return writes.length === 1 ? writes[0] as Promise<void> : Promise.all(writes).then(() => {})
   }
 
@@ -335,11 +285,6 @@ export class FilesDestination implements Destination {
     this.#writer?.sealExpired(this.#layout.period(this.#time.parts(this.#context.now())))
   }
 
-  async flush (): Promise<void> {
-    await this.#writer?.flush()
-    await this.#uploader?.drain()
-  }
-
   async close (options?: { reason: 'shutdown' | 'reload' }): Promise<void> {
     if (this.#closed) return
     this.#closed = true
@@ -348,7 +293,18 @@ export class FilesDestination implements Destination {
     await this.#writer?.flush()
     // On reload the next instance of this destination uploads what is left in the spool at once:
     // waiting here would hold every request for the grace period.
-    await this.#uploader?.close(options?.reason === 'reload' ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    const reload = options?.reason === 'reload'
+    const left = await this.#uploader?.close(reload ? 0 : this.#options.uploadShutdownGraceS * 1000)
+    if (left !== undefined && left.files > 0 && !reload) {
+      // On a machine whose disk goes away with it, these events are lost unless someone copies them.
+      this.#context.logger.warn({
+        files: left.files,
+        bytes: left.bytes,
+        oldestEventAt: left.oldestSince === null ? null : new Date(left.oldestSince).toISOString(),
+        oldestKey: left.oldestKey,
+        spoolDir: this.#spoolDir
+      }, `${left.files} file(s), ${left.bytes} bytes, not uploaded within uploadShutdownGraceS: they stay in the spool and are uploaded at the next start`)
+    }
     // Every file is sealed, so synced: the commit log holds nothing more.
     await this.#log?.close()
     if (this.#journal?.unsealed().length === 0) await this.#log?.clear()

@@ -1,6 +1,6 @@
 import { open, readFile, rename, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fsyncDir } from '../../core/fs-sync.js'
+import { fsyncDir } from '../fs-sync.js'
 import { Deferred } from './deferred.js'
 
 /** One file this writer created: its sequence number and key, and whether it was sealed. */

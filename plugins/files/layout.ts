@@ -1,6 +1,4 @@
-import { encodeSegment } from '../../core/path-encoding.js'
-import type { TimeParts } from '../../core/time.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import { encodeSegment, type SettingsProblem, type TimeParts } from '../../core/plugin-api.js'
 
 export type PartitioningPeriod = 'MONTH' | 'DAY' | 'HOUR'
 
@@ -18,7 +16,6 @@ export interface Layout {
   folder(topic: string, routingKey: string, time: TimeParts): string
   /** Identifies the time partition; a file never spans two. Empty when the layout has no time token. */
   period(time: TimeParts): string
-  readonly template: string
 }
 
 const PERIOD_TOKENS: Record<PartitioningPeriod, string> = {
@@ -35,6 +32,11 @@ export function defaultTemplate (options: Omit<LayoutOptions, 'path' | 'pathForm
     options.folderByRoutingKey ? '%{routingKey}' : undefined,
     PERIOD_TOKENS[options.partitioningPeriod]
   ].filter((s) => s !== undefined).join('/')
+}
+
+/** The folder template the layout follows below `path`: `pathFormat`, or the one the other options give. */
+export function layoutTemplate (options: LayoutOptions): string {
+  return options.pathFormat ?? defaultTemplate(options)
 }
 
 function splitPath (path: string): string[] {
@@ -73,7 +75,7 @@ export function checkLayout (options: LayoutOptions): SettingsProblem[] {
 }
 
 export function compileLayout (options: LayoutOptions): Layout {
-  const template = options.pathFormat ?? defaultTemplate(options)
+  const template = layoutTemplate(options)
   const prefix = splitPath(options.path).join('/')
   const segments: Piece[][] = template.split('/').map((segment) => {
     const pieces: Piece[] = []
@@ -95,14 +97,17 @@ export function compileLayout (options: LayoutOptions): Layout {
   })
   const tokens = new Set(template.match(TOKEN) ?? [])
   const period: (time: TimeParts) => string =
-    tokens.has('%H') ? (t) => `${t.year}${t.month}${t.day}${t.hour}`
-      : tokens.has('%D') ? (t) => `${t.year}${t.month}${t.day}`
-        : tokens.has('%M') ? (t) => `${t.year}${t.month}`
-          : tokens.has('%Y') ? (t) => t.year
+    tokens.has('%H')
+      ? (t) => `${t.year}${t.month}${t.day}${t.hour}`
+      : tokens.has('%D')
+        ? (t) => `${t.year}${t.month}${t.day}`
+        : tokens.has('%M')
+          ? (t) => `${t.year}${t.month}`
+          : tokens.has('%Y')
+            ? (t) => t.year
             : () => ''
 
   return {
-    template,
     period,
     folder (topic, routingKey, time) {
       let out = prefix

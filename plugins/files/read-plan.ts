@@ -1,6 +1,4 @@
-import type { Connection } from '../../core/connection.js'
-import type { QueryStats } from '../../core/destination.js'
-import { wallTime, wallToInstant, type ZonedTime } from '../../core/time.js'
+import { wallTime, wallToInstant, type Connection, type QueryStats, type ZonedTime } from '../../core/plugin-api.js'
 import { TOKEN } from './layout.js'
 
 type DateToken = 'Y' | 'M' | 'D' | 'H'

@@ -1,15 +1,12 @@
 import { mkdtemp, open as openFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Connection } from '../../core/connection.js'
-import { newQueryStats, type DestinationReadContext, type EventQuery, type QueryProblem, type QueryStats, type StoredEvent, type StoredRecord } from '../../core/destination.js'
-import { EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_STORE } from '../../core/errors.js'
-import { encodeSegment } from '../../core/path-encoding.js'
-import { UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from '../../core/router.js'
-import { ZonedTime } from '../../core/time.js'
-import { equalityNeedle } from '../../core/where.js'
+import {
+  encodeSegment, equalityNeedle, EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_STORE, newQueryStats, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC, ZonedTime,
+  type Connection, type DestinationReadContext, type EventQuery, type QueryProblem, type QueryStats, type StoredEvent, type StoredRecord
+} from '../../core/plugin-api.js'
 import { BlockPool, formatOf, START, type ReadCursor } from './formats.js'
-import { compileLayout, type LayoutOptions } from './layout.js'
+import { layoutTemplate, type LayoutOptions } from './layout.js'
 import { decodeSegment, ReadPlan, type PlannedFile } from './read-plan.js'
 import { LineScanner, type ScanFilter } from './scan.js'
 
@@ -345,7 +342,7 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
   const stats = query.stats ?? newQueryStats()
   const signal = query.signal
   const zone = new ZonedTime(context.timeZone)
-  const template = compileLayout(options).template
+  const template = layoutTemplate(options)
   const topicSet = query.topics === undefined ? undefined : new Set(query.topics)
   const routingKeySet = query.routingKeys === undefined ? undefined : new Set(query.routingKeys)
   const planFor = (from: number, to: number): ReadPlan => new ReadPlan({

@@ -1,7 +1,7 @@
-import type { QueryProblem, QueryStats, StoredEvent, StoredRecord } from '../../core/destination.js'
-import { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS } from '../../core/json-scan.js'
-import { parseServerTimestamp, timestampAt } from '../../core/query-time.js'
-import { UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from '../../core/router.js'
+import {
+  firstField, parseServerTimestamp, ROUTING_KEY_FIELDS, timestampAt, TOPIC_FIELDS, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC,
+  type QueryProblem, type QueryStats, type StoredEvent, type StoredRecord
+} from '../../core/plugin-api.js'
 import type { DecodedFile } from './formats.js'
 
 const LF = 10

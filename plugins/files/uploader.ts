@@ -1,8 +1,8 @@
 import { mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { isPermanent, type Connection } from '../../core/connection.js'
-import { fsyncDir } from '../../core/fs-sync.js'
+import { isPermanent, type Connection } from '../../core/plugin-api.js'
+import { fsyncDir } from '../fs-sync.js'
 
 export interface SpoolFile {
   readonly key: string
@@ -38,10 +38,22 @@ export interface UploaderStats {
   lastError: { message: string, at: string } | null
 }
 
+/** What `close` left in the spool. */
+export interface LeftInSpool {
+  files: number
+  bytes: number
+  /** When the first event of the oldest file left was received. */
+  oldestSince: number | null
+  oldestKey: string | null
+}
+
 interface Job {
   file: SpoolFile
   attempt: number
 }
+
+// After the grace period, uploads are aborted; an SDK that ignored the abort is not waited for longer.
+const ABORT_WAIT_MS = 2000
 
 function contentTypeOf (key: string): { contentType: string } {
   // `.gz` objects are stored as gzip files, not with Content-Encoding: clients would otherwise
@@ -61,11 +73,14 @@ export class Uploader {
   readonly #waiting = new Map<Job, NodeJS.Timeout>()
   readonly #running = new Map<Job, AbortController>()
   #closed = false
+  // Resolved once nothing is pending (drain), and once nothing is running (close).
   #idle: Array<() => void> = []
+  #settled: Array<() => void> = []
   readonly stats: UploaderStats = {
     uploaded: 0, uploadedBytes: 0, retries: 0, quarantined: 0, pending: 0, pendingBytes: 0, oldestPendingSince: null, lastError: null
   }
 
+  // A file stays pending until it left the spool and the folders it emptied are gone.
   readonly #pending = new Set<SpoolFile>()
 
   constructor (options: UploaderOptions) {
@@ -79,27 +94,39 @@ export class Uploader {
     this.#pump()
   }
 
-  /** Resolves once nothing is queued, waiting for a retry or uploading. */
+  /** Resolves once nothing is queued, waiting for a retry or uploading (or the uploader is closed). */
   async drain (): Promise<void> {
-    if (this.#pending.size === 0) return
+    if (this.#pending.size === 0 || this.#closed) return
     await new Promise<void>((resolve) => this.#idle.push(resolve))
   }
 
   /**
-   * Stops: no new upload or retry starts; uploads under way get `graceMs` to finish, then are
-   * aborted. Whatever is not uploaded stays in the spool for the next start.
+   * Stops. For `graceMs` it goes on as before: queued files are started as slots free up and
+   * failed ones retried. Then no upload or retry starts, uploads under way are aborted, and
+   * whatever is not uploaded stays in the spool for the next start: it is returned.
    */
-  async close (graceMs: number): Promise<void> {
+  async close (graceMs: number): Promise<LeftInSpool> {
+    if (graceMs > 0 && this.#pending.size > 0 && !this.#closed) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.drain(), new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })])
+      clearTimeout(timer)
+    }
     this.#closed = true
     for (const timer of this.#waiting.values()) clearTimeout(timer)
     this.#waiting.clear()
-    if (this.#running.size === 0) return
-    const finished = new Promise<void>((resolve) => this.#idle.push(resolve))
-    const timer = setTimeout(() => {
-      for (const controller of this.#running.values()) controller.abort(new Error('shutting down'))
-    }, graceMs)
-    await finished
-    clearTimeout(timer)
+    this.#queue.length = 0
+    for (const controller of this.#running.values()) controller.abort(new Error('shutting down'))
+    if (this.#running.size > 0) {
+      let timer: NodeJS.Timeout | undefined
+      const settled = new Promise<void>((resolve) => this.#settled.push(resolve))
+      const late = await Promise.race([settled.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), ABORT_WAIT_MS) })])
+      clearTimeout(timer)
+      if (late) this.#options.logger.warn({ uploads: this.#running.size }, 'uploads did not stop when aborted; not waiting for them')
+    }
+    this.#notify()
+    let oldest: SpoolFile | null = null
+    for (const file of this.#pending) if (oldest === null || file.since < oldest.since) oldest = file
+    return { files: this.stats.pending, bytes: this.stats.pendingBytes, oldestSince: oldest?.since ?? null, oldestKey: oldest?.key ?? null }
   }
 
   #refreshPending (): void {
@@ -126,17 +153,22 @@ export class Uploader {
       }).finally(() => {
         this.#running.delete(job)
         this.#pump()
-        this.#notifyIdle()
+        this.#notify()
       })
     }
   }
 
-  #notifyIdle (): void {
-    const idle = this.#pending.size === 0 || (this.#closed && this.#running.size === 0)
-    if (!idle) return
-    const waiters = this.#idle
-    this.#idle = []
-    for (const resolve of waiters) resolve()
+  #notify (): void {
+    if (this.#pending.size === 0 || this.#closed) {
+      const waiters = this.#idle
+      this.#idle = []
+      for (const resolve of waiters) resolve()
+    }
+    if (this.#running.size === 0) {
+      const waiters = this.#settled
+      this.#settled = []
+      for (const resolve of waiters) resolve()
+    }
   }
 
   async #run (job: Job, signal: AbortSignal): Promise<void> {
@@ -151,6 +183,7 @@ export class Uploader {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
       // The spool file is gone: another uploader of this spool (before a reload) finished it.
+      await this.#pruneFolders(dirname(file.path))
       this.#removed(file)
       return
     }
@@ -178,11 +211,12 @@ export class Uploader {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
     this.#options.onAttempt?.(seconds(), 'ok')
+    logger.debug({ key: file.key, bytes: file.size }, 'uploaded')
+    // Done only once its folders are pruned too: whoever waits for the spool to empty finds it empty.
+    await this.#pruneFolders(dirname(file.path))
     this.stats.uploaded++
     this.stats.uploadedBytes += file.size
     this.#removed(file)
-    logger.debug({ key: file.key, bytes: file.size }, 'uploaded')
-    await this.#pruneFolders(dirname(file.path))
   }
 
   #retryLater (job: Job): void {
@@ -214,11 +248,11 @@ export class Uploader {
     await mkdir(dirname(target), { recursive: true })
     await rename(file.path, target)
     await fsyncDir(dirname(target))
-    this.stats.quarantined++
-    this.#removed(file)
     this.#options.logger.error({ key: file.key, quarantinedAt: target, err: { message: err.message, code: (err as { code?: string }).code } },
       'the store refused the upload and retrying cannot help: the file is kept in quarantine (see README, "Replaying quarantined files")')
     await this.#pruneFolders(dirname(file.path))
+    this.stats.quarantined++
+    this.#removed(file)
   }
 
   /** Removes folders the spool no longer needs; the writer recreates one if it races with this. */

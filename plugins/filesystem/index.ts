@@ -6,11 +6,11 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
-import { writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
-import { EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
-import { isSafeKey } from '../../core/path-encoding.js'
-import { fsyncDir } from '../../core/fs-sync.js'
+import {
+  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, isSafeKey, Type, writeAndDeleteProbe,
+  type AppendableConnection, type ConnectionContext, type ObjectInfo, type PutOptions, type Static
+} from '../../core/plugin-api.js'
+import { fsyncDir } from '../fs-sync.js'
 
 export const FilesystemOptionsSchema = Type.Object({
   root: Type.String({ minLength: 1, description: 'folder holding every key; relative paths resolve against the settings file folder' })
@@ -20,7 +20,7 @@ export type FilesystemOptions = Static<typeof FilesystemOptionsSchema>
 
 const TEMP_SUFFIX = '.evs-tmp'
 
-export class FilesystemConnection implements Connection {
+export class FilesystemConnection implements AppendableConnection {
   readonly type = 'filesystem'
   readonly name: string
   readonly root: string

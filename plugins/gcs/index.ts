@@ -3,13 +3,13 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
 import { Storage, type Bucket, type StorageOptions } from '@google-cloud/storage'
-import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
-import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
-import type { SettingsProblem } from '../../core/validation.js'
+import {
+  assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type SettingsProblem, type Static
+} from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { IdleTimeoutS, progressWatchdog } from '../object-store-timeouts.js'
 
 export const GcsOptionsSchema = Type.Object({
   bucket: Type.String({ minLength: 3 }),
@@ -18,7 +18,8 @@ export const GcsOptionsSchema = Type.Object({
   keyFilename: Type.Optional(Type.String({ minLength: 1, description: 'service account key file; relative to the settings file folder' })),
   credentials: Type.Optional(Type.String({ minLength: 2, description: 'service account key JSON, e.g. "${GCS_CREDENTIALS_JSON}"' })),
   apiEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'for emulators or private endpoints' })),
-  uploadMode: Type.Union([Type.Literal('resumable'), Type.Literal('simple')], { default: 'resumable' })
+  uploadMode: Type.Union([Type.Literal('resumable'), Type.Literal('simple')], { default: 'resumable' }),
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type GcsOptions = Static<typeof GcsOptionsSchema>
@@ -39,7 +40,7 @@ function classify (err: unknown): never {
   throw classifyGcsError(err)
 }
 
-export class GcsConnection implements Connection {
+export class GcsConnection implements ObjectConnection {
   readonly type = 'gcs'
   readonly name: string
   readonly capabilities = { append: false } as const
@@ -67,6 +68,16 @@ export class GcsConnection implements Connection {
       if (o.keyFilename !== undefined) config.keyFilename = resolve(this.#baseDir, o.keyFilename)
       if (o.credentials !== undefined) config.credentials = JSON.parse(o.credentials) as StorageOptions['credentials']
       this.#storage = new Storage(config)
+      // Without a `timeout` the SDK's JSON API calls (list, metadata, delete) wait forever for a
+      // store that never answers. Set per request, not on Storage: there it would also cap a simple
+      // upload as a whole, which the progress watchdog in put() bounds instead.
+      const timeout = o.idleTimeoutS * 1000
+      this.#storage.interceptors.push({
+        request: (reqOpts) => {
+          const uri = (reqOpts as { uri?: unknown }).uri
+          return (typeof uri === 'string' && !uri.includes('/upload/') ? { ...reqOpts, timeout } : reqOpts) as typeof reqOpts & { uri: string }
+        }
+      })
     }
     return this.#storage.bucket(this.#options.bucket)
   }
@@ -82,14 +93,20 @@ export class GcsConnection implements Connection {
     const stream = file.createWriteStream({
       resumable: this.#options.uploadMode === 'resumable',
       metadata: {
-        ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { contentEncoding: options.contentEncoding } : {})
+        ...(options.contentType !== undefined ? { contentType: options.contentType } : {})
       }
     })
+    // The SDK's own request timeout does not cover a streamed upload: a store that stops
+    // answering would hold it forever.
+    const watchdog = progressWatchdog(this.name, this.#options.idleTimeoutS, options.signal)
     try {
-      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, stream, ...(options.signal !== undefined ? [{ signal: options.signal }] : []))
+      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, watchdog.progress, stream, { signal: watchdog.signal })
     } catch (err) {
+      // Timed out, not stopped by the caller: say so rather than "The operation was aborted".
+      if (watchdog.signal.aborted && options.signal?.aborted !== true) throw watchdog.signal.reason
       classify(err)
+    } finally {
+      watchdog.stop()
     }
   }
 

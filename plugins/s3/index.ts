@@ -1,15 +1,16 @@
 import { Readable } from 'node:stream'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Type, type Static } from '@sinclair/typebox'
 import {
   DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
-import { markPermanent, writeAndDeleteProbe, type Connection, type ConnectionContext, type ObjectInfo, type PutOptions } from '../../core/connection.js'
-import { EVS_ERR_CONNECTION_NOT_FOUND } from '../../core/errors.js'
-import { assertSafeKey } from '../../core/path-encoding.js'
+import {
+  assertSafeKey, EVS_ERR_CONNECTION_NOT_FOUND, markPermanent, Type, writeAndDeleteProbe,
+  type ConnectionContext, type ObjectConnection, type ObjectInfo, type PutOptions, type Static
+} from '../../core/plugin-api.js'
 import { checkPrefix, joinPrefix } from '../object-store-prefix.js'
+import { ConnectTimeoutS, connectTimeout, IdleTimeoutS, idleTimeout } from '../object-store-timeouts.js'
 
 const Checksum = Type.Union([Type.Literal('WHEN_SUPPORTED'), Type.Literal('WHEN_REQUIRED')], { default: 'WHEN_SUPPORTED' })
 
@@ -28,7 +29,9 @@ export const S3OptionsSchema = Type.Object({
   uploadConcurrency: Type.Integer({ default: 2, minimum: 1, maximum: 16 }),
   storageClass: Type.Optional(Type.String({ minLength: 1 })),
   serverSideEncryption: Type.Optional(Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms'), Type.Literal('aws:kms:dsse')])),
-  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 }))
+  sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 })),
+  connectTimeoutS: ConnectTimeoutS,
+  idleTimeoutS: IdleTimeoutS
 }, { additionalProperties: false })
 
 export type S3Options = Static<typeof S3OptionsSchema>
@@ -39,14 +42,17 @@ const PERMANENT_NAMES = new Set([
   'SignatureDoesNotMatch', 'AccountProblem', 'InvalidObjectState', 'KMS.DisabledException', 'KMS.NotFoundException'
 ])
 
-function classify (err: unknown): never {
+function classify (err: unknown, connection: string, o: S3Options): never {
   const e = err as Error & { $metadata?: { httpStatusCode?: number }, name: string }
+  // The SDK's own timeouts (see requestHandler below), named as on every store.
+  if (e.name === 'TimeoutError' && e.message.includes('did not establish a connection')) throw connectTimeout(connection, o.connectTimeoutS)
+  if (e.name === 'TimeoutError' && e.message.includes('of inactivity')) throw idleTimeout(connection, o.idleTimeoutS)
   const status = e.$metadata?.httpStatusCode
   if (PERMANENT_NAMES.has(e.name) || status === 403 || (status === 404 && e.name !== 'NoSuchKey')) throw markPermanent(e)
   throw e
 }
 
-export class S3Connection implements Connection {
+export class S3Connection implements ObjectConnection {
   readonly type = 's3'
   readonly name: string
   readonly capabilities = { append: false } as const
@@ -68,7 +74,10 @@ export class S3Connection implements Connection {
         region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
         forcePathStyle: o.forcePathStyle,
         requestChecksumCalculation: o.requestChecksumCalculation,
-        responseChecksumValidation: o.responseChecksumValidation
+        responseChecksumValidation: o.responseChecksumValidation,
+        // Without them a store that accepts connections and never answers holds a request forever.
+        // socketTimeout is an idle timeout: a large part that keeps moving is never cut.
+        requestHandler: { connectionTimeout: o.connectTimeoutS * 1000, socketTimeout: o.idleTimeoutS * 1000 }
       }
       if (o.endpoint !== undefined) config.endpoint = o.endpoint
       // Without static keys the SDK's default chain applies: env, shared profile, SSO, web identity, container and instance roles.
@@ -97,7 +106,6 @@ export class S3Connection implements Connection {
         Key: this.#key(key),
         Body: body,
         ...(options.contentType !== undefined ? { ContentType: options.contentType } : {}),
-        ...(options.contentEncoding !== undefined ? { ContentEncoding: options.contentEncoding } : {}),
         ...(o.storageClass !== undefined ? { StorageClass: o.storageClass as never } : {}),
         ...(o.serverSideEncryption !== undefined ? { ServerSideEncryption: o.serverSideEncryption } : {}),
         ...(o.sseKmsKeyId !== undefined ? { SSEKMSKeyId: o.sseKmsKeyId } : {})
@@ -113,7 +121,7 @@ export class S3Connection implements Connection {
     try {
       await Promise.race([upload.done(), bodyError])
     } catch (err) {
-      classify(err)
+      classify(err, this.name, this.#options)
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
     }
@@ -127,7 +135,7 @@ export class S3Connection implements Connection {
       if ((err as Error).name === 'NoSuchKey' || (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) {
         throw new EVS_ERR_CONNECTION_NOT_FOUND(this.name, key)
       }
-      classify(err)
+      classify(err, this.name, this.#options)
     }
   }
 
@@ -138,7 +146,7 @@ export class S3Connection implements Connection {
         Bucket: this.#options.bucket,
         Prefix: this.#prefix + prefix,
         ...(token !== undefined ? { ContinuationToken: token } : {})
-      })).catch(classify)
+      })).catch((err: unknown) => classify(err, this.name, this.#options))
       for (const item of res.Contents ?? []) {
         if (item.Key === undefined) continue
         yield { key: item.Key.slice(this.#prefix.length), size: item.Size ?? 0 }
@@ -156,7 +164,7 @@ export class S3Connection implements Connection {
         Prefix: prefix,
         Delimiter: '/',
         ...(token !== undefined ? { ContinuationToken: token } : {})
-      })).catch(classify)
+      })).catch((err: unknown) => classify(err, this.name, this.#options))
       for (const item of res.CommonPrefixes ?? []) {
         if (item.Prefix !== undefined) yield item.Prefix.slice(prefix.length, -1)
       }
@@ -165,7 +173,7 @@ export class S3Connection implements Connection {
   }
 
   async delete (key: string): Promise<void> {
-    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch(classify)
+    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch((err: unknown) => classify(err, this.name, this.#options))
   }
 
   async check (): Promise<void> {

@@ -1,8 +1,12 @@
 import { describe, expect, it, beforeEach, afterEach } from 'vitest'
 import { createHash, randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import type { Connection } from '../../core/connection.js'
-import { encodeSegment } from '../../core/path-encoding.js'
+import { canAppend, encodeSegment, type Connection } from '../../core/plugin-api.js'
 
 export interface ConnectionTestContext {
   /** A fresh connection over an empty key space (its own folder, bucket prefix or container). */
@@ -11,6 +15,11 @@ export interface ConnectionTestContext {
 
 export interface ConnectionUnderTest {
   create(): Promise<Connection>
+  /**
+   * A connection whose every use can be seen: pointed at `url` (a TCP server on loopback that
+   * counts the connections made to it), or, for a local backend, rooted at `dir` (not made yet).
+   */
+  observed(target: { url: string, dir: string }): Connection
   cleanup?(connection: Connection): Promise<void>
   /** Size of the large streamed object; keep it above the backend's single-request upload size. */
   largeObjectBytes?: number
@@ -67,10 +76,34 @@ export function describeConnection (name: string, backend: ConnectionUnderTest):
       await context.connection.close()
     })
 
-    it('makes no network call or I/O at construction and declares its capabilities', () => {
-      expect(typeof context.connection.capabilities.append).toBe('boolean')
-      if (context.connection.capabilities.append) expect(typeof context.connection.localPath).toBe('function')
-    })
+    it('makes no network call or I/O at construction and declares its capabilities', async () => {
+      const sockets: Socket[] = []
+      const server = createServer((socket) => {
+        sockets.push(socket)
+        socket.destroy()
+      })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      const parent = await mkdtemp(join(tmpdir(), 'evs-conformance-'))
+      const dir = join(parent, 'root')
+      const used = (): boolean => sockets.length > 0 || existsSync(dir)
+      try {
+        const connection = backend.observed({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, dir })
+        expect(typeof connection.capabilities.append).toBe('boolean')
+        if (canAppend(connection)) expect(typeof connection.localPath).toBe('function')
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        expect(used()).toBe(false)
+        // The observation works: the first use of the connection is seen.
+        const checking = connection.check().catch(() => {})
+        for (const until = Date.now() + 20_000; !used() && Date.now() < until;) await new Promise((resolve) => setTimeout(resolve, 20))
+        expect(used()).toBe(true)
+        // A local backend's probe is written under `dir`: let it finish before the folder is removed.
+        if (canAppend(connection)) await checking
+        await connection.close()
+      } finally {
+        server.close()
+        await rm(parent, { recursive: true, force: true })
+      }
+    }, 30_000)
 
     it('writes a buffer and reads it back; list shows its key and size', async () => {
       const { connection } = context
@@ -199,7 +232,8 @@ export function describeConnection (name: string, backend: ConnectionUnderTest):
     })
 
     it('close() can be called twice', async () => {
-      await context.connection.close()
+      await expect(context.connection.close()).resolves.toBeUndefined()
+      await expect(context.connection.close()).resolves.toBeUndefined()
     })
   })
 }

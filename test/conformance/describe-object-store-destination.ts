@@ -1,13 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { request as httpRequest, Agent } from 'node:http'
 import { dirname, join } from 'node:path'
+import { Readable } from 'node:stream'
 import { gunzipSync } from 'node:zlib'
 import type { FastifyInstance } from 'fastify'
 import type { Connection } from '../../core/connection.js'
-import { listFiles, start, tempDir } from '../helpers.js'
+import { listFiles, onCleanup, start, tempDir } from '../helpers.js'
 import { spawnServer } from '../child-server.js'
+import { startStallProxy, type StallProxy } from '../stall-proxy.js'
 
 export interface ObjectStoreUnderTest {
   /** Settings block of a connection whose keys all start with `prefix`. */
@@ -23,6 +25,25 @@ export interface ObjectStoreUnderTest {
    * why this server cannot model such a refusal: that test is then reported as skipped, with the reason.
    */
   refusing: ((prefix: string) => Record<string, unknown>) | { unsupported: string }
+  /** Port the store listens on, on 127.0.0.1: a stalling proxy goes in front of it. */
+  port(): number
+  /**
+   * Settings block like `connection(prefix)`, reaching the store through `endpoint`
+   * (`http://127.0.0.1:<port>`), with the given timeouts (those this store type has).
+   */
+  via(prefix: string, endpoint: string, timeouts: { connectTimeoutS: number, idleTimeoutS: number }): Record<string, unknown>
+}
+
+interface LogLine { msg?: string, level?: number, [field: string]: unknown }
+
+function logLines (output: string): LogLine[] {
+  return output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine)
+}
+
+async function stallProxy (port: number): Promise<StallProxy> {
+  const proxy = await startStallProxy(port)
+  onCleanup(async () => await proxy.close())
+  return proxy
 }
 
 async function objects (reader: Connection): Promise<Map<string, Buffer>> {
@@ -72,11 +93,11 @@ export function describeObjectStoreDestination (name: string, store: ObjectStore
   describe(`object-store destination: ${name}`, () => {
     const prefix = (): string => `e2e-${randomBytes(4).toString('hex')}/`
 
-    async function server (p: string, destination: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
+    async function server (p: string, destination: Record<string, unknown> = {}, extra: Record<string, unknown> = {}, connection = store.connection(p)) {
       const dir = await tempDir()
       const document = {
         server: { instanceId: 'test-1' },
-        connections: { store: store.connection(p), local: { type: 'filesystem', root: './local' } },
+        connections: { store: connection, local: { type: 'filesystem', root: './local' } },
         destinations: [{ name: 'all', connection: 'store', path: 'events', uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.3, ...destination }],
         ...extra
       }
@@ -282,6 +303,139 @@ export function describeObjectStoreDestination (name: string, store: ObjectStore
       expect([...final].flatMap(([k, b]) => lines(k, b)).map((l) => l.clientEvent.id).sort((a, b) => a - b)).toEqual(acked)
       expect(await readdir(join(dir, 'data', 'state', 'all', 'spool'))).toEqual([])
     }, 60_000)
+
+    it('a hung store (accepts connections, never answers) holds no upload for good: events are acknowledged, uploads time out and are retried, and once it answers every event is in it exactly once', async () => {
+      const p = prefix()
+      const proxy = await stallProxy(store.port())
+      proxy.stall()
+      const { app } = await server(p, { flushEveryBytes: 0, maxConcurrentUploads: 2 }, {}, store.via(p, proxy.endpoint, { connectTimeoutS: 1, idleTimeoutS: 1 }))
+      const acked: number[] = []
+      const send = async (from: number, to: number): Promise<void> => {
+        for (let i = from; i < to; i++) {
+          const res = await app.inject({ method: 'POST', url: `/events/t/r${i % 4}`, payload: { i } })
+          expect(res.statusCode).toBe(200)
+          acked.push(i)
+        }
+      }
+      await send(0, 8)
+      // Every upload slot is taken by a request the store never answers: only timeouts free them.
+      await eventually(() => stats(app).uploads.retries >= 4, 'uploads to time out and be retried', 60_000)
+      expect(stats(app).uploads.uploaded).toBe(0)
+      expect(proxy.accepted).toBeGreaterThan(0)
+      const report = (await app.inject({ method: 'GET', url: '/stats' })).json()
+      expect(report.lastError.message).toMatch(/timed out/)
+      // Then the connections it holds are cut and new ones refused: still retried, still accepted.
+      proxy.cut()
+      proxy.refuse()
+      const before = stats(app).uploads.retries
+      await send(8, 12)
+      await eventually(() => stats(app).uploads.retries >= before + 2, 'refused uploads to be retried', 60_000)
+      expect(stats(app).uploads.uploaded).toBe(0)
+      proxy.pass()
+      await eventually(() => stats(app).uploads.pending === 0, 'the spool to drain once the store answers', 60_000)
+      const found = await objects(store.reader(p))
+      expect(found.size).toBe(12)
+      const ids = [...found].flatMap(([key, body]) => lines(key, body)).map((l) => l.clientEvent.i).sort((a, b) => a - b)
+      expect(ids).toEqual(acked)
+      expect(stats(app).spoolBytes).toBe(0)
+    }, 120_000)
+
+    it('the idle timeout never cuts an upload that keeps moving, however long it takes', async () => {
+      const p = prefix()
+      const proxy = await stallProxy(store.port())
+      const { app } = await server(p, {}, {}, store.via(p, proxy.endpoint, { connectTimeoutS: 1, idleTimeoutS: 1 }))
+      const connection = app.eventServer.connections.get('store') as Connection
+      // Four times the idle timeout in all, a chunk every 0.3 s.
+      const slow = Readable.from((async function * () {
+        for (let i = 0; i < 14; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 300))
+          yield Buffer.from(`{"i":${i}}\n`)
+        }
+      })())
+      await connection.put('slow/one.jsonl', slow)
+      const found = await objects(store.reader(p))
+      expect(lines('slow/one.jsonl', found.get('slow/one.jsonl') as Buffer).map((l) => l.i)).toEqual(Array.from({ length: 14 }, (_, i) => i))
+    })
+
+    it('SIGTERM while the store hangs exits 0 after uploadShutdownGraceS, keeps what was not uploaded in the spool and names it in the log; the next start uploads it exactly once', async () => {
+      const p = prefix()
+      const proxy = await stallProxy(store.port())
+      proxy.stall()
+      const dir = await tempDir()
+      const settings = join(dir, 'settings.json')
+      // The idle timeout is longer than shutdownTimeoutS: only the abort at the end of the grace
+      // period can end these uploads in time, and a stop that waits for them exits 1.
+      const write = async (uploadShutdownGraceS: number): Promise<void> => await writeFile(settings, JSON.stringify({
+        server: { instanceId: 'hung', shutdownTimeoutS: 15 },
+        connections: { store: store.via(p, proxy.endpoint, { connectTimeoutS: 1, idleTimeoutS: 60 }) },
+        destinations: [{ name: 'all', connection: 'store', flushEveryS: 3600, maxConcurrentUploads: 2, uploadShutdownGraceS, uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.3 }]
+      }))
+      await write(1)
+      const first = await spawnServer(['--config', settings], dir)
+      const agent = new Agent({ keepAlive: true })
+      const acked: number[] = []
+      for (let i = 0; i < 12; i++) {
+        if (await post(first.url, `/events/t/r${i % 3}`, JSON.stringify({ id: i }), agent) === 200) acked.push(i)
+      }
+      // One file larger than a part or block, so that a multipart (staged) upload is aborted too.
+      const big = Array.from({ length: 56 }, (_, j) => JSON.stringify({ id: 100 + j, pad: 'x'.repeat(100 * 1024) })).join('\n')
+      if (await post(first.url, '/events/big/r', big, agent) === 200) acked.push(...Array.from({ length: 56 }, (_, j) => 100 + j))
+      agent.destroy()
+      expect(acked).toHaveLength(12 + 56)
+      first.process.kill('SIGTERM')
+      expect(await first.exited).toBe(0)
+      const spool = join(dir, 'data', 'state', 'all', 'spool')
+      const left = await listFiles(spool)
+      expect(left).toHaveLength(4)
+      let bytes = 0
+      for (const file of left) bytes += (await readFile(join(spool, file))).length
+      const warning = logLines(first.output()).find((l) => l.msg?.includes('not uploaded within uploadShutdownGraceS') === true)
+      expect(warning).toMatchObject({ destination: 'all', files: 4, bytes, oldestEventAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), spoolDir: spool })
+      expect(left).toContain(warning?.oldestKey)
+      const messages = logLines(first.output()).map((l) => l.msg)
+      expect(messages).toContain('stopped cleanly')
+      // The uploads stopped because they were aborted, not because the stop gave up waiting for them.
+      expect(messages.filter((m) => m?.includes('did not stop when aborted') === true)).toEqual([])
+      expect((await objects(store.reader(p))).size).toBe(0)
+
+      proxy.pass()
+      await write(60)
+      const second = await spawnServer(['--config', settings], dir)
+      second.process.kill('SIGTERM')
+      expect(await second.exited).toBe(0)
+      const uploaded = await objects(store.reader(p))
+      expect([...uploaded.keys()].map((k) => k.split('/').pop()).sort()).toEqual(left.map((k) => k.split('/').pop()).sort())
+      const ids = [...uploaded].flatMap(([key, body]) => lines(key, body)).map((l) => l.clientEvent.id).sort((a, b) => a - b)
+      expect(ids).toEqual(acked)
+      expect(await readdir(spool)).toEqual([])
+    }, 120_000)
+
+    it('a clean stop uploads every sealed file, however many wait behind maxConcurrentUploads, and leaves the spool empty', async () => {
+      const p = prefix()
+      const dir = await tempDir()
+      const settings = join(dir, 'settings.json')
+      await writeFile(settings, JSON.stringify({
+        server: { instanceId: 'clean' },
+        connections: { store: store.connection(p) },
+        destinations: [{ name: 'all', connection: 'store', flushEveryS: 3600, maxConcurrentUploads: 1, uploadShutdownGraceS: 60, uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.3 }]
+      }))
+      const server = await spawnServer(['--config', settings], dir)
+      const agent = new Agent({ keepAlive: true })
+      const acked: number[] = []
+      // Eight open files, all sealed by the stop itself, one upload at a time.
+      for (let i = 0; i < 24; i++) {
+        if (await post(server.url, `/events/t/r${i % 8}`, JSON.stringify({ id: i }), agent) === 200) acked.push(i)
+      }
+      agent.destroy()
+      expect(acked).toHaveLength(24)
+      server.process.kill('SIGTERM')
+      expect(await server.exited).toBe(0)
+      const uploaded = await objects(store.reader(p))
+      expect(uploaded.size).toBe(8)
+      const ids = [...uploaded].flatMap(([key, body]) => lines(key, body)).map((l) => l.clientEvent.id).sort((a, b) => a - b)
+      expect(ids).toEqual(acked)
+      expect(await readdir(join(dir, 'data', 'state', 'all', 'spool'))).toEqual([])
+      expect(logLines(server.output()).some((l) => l.msg?.includes('not uploaded') === true)).toBe(false)
+    }, 60_000)
   })
 }
-

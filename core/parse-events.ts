@@ -1,13 +1,9 @@
-import { gunzip } from 'node:zlib'
-import { promisify } from 'node:util'
-import type { Readable } from 'node:stream'
-import { firstField, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
-import {
-  EVS_ERR_BODY_ABORTED, EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_ENCODING_UNSUPPORTED, EVS_ERR_BODY_GZIP_INVALID,
-  EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_NOT_OBJECT, EVS_ERR_BODY_TOO_LARGE, EVS_ERR_MEDIA_TYPE_UNSUPPORTED
-} from './errors.js'
+import { firstField, invalidAt, ROUTING_KEY_FIELDS, scanEvents, TOPIC_FIELDS, type BodyKind, type EventSpan } from './json-scan.js'
+import { isUtf8 } from 'node:buffer'
+import { EVS_ERR_BODY_EMPTY, EVS_ERR_BODY_INVALID_JSON, EVS_ERR_BODY_INVALID_UTF8, EVS_ERR_BODY_NOT_OBJECT } from './errors.js'
 
-const gunzipAsync = promisify(gunzip)
+// A decoded body into events: json-scan.ts's fast path first; JSON.parse when it cannot vouch for
+// the body, which also gives every error its place (never its text).
 
 /** A body's events: each one's JSON text is a span of `source` (the body itself when it could). */
 export interface ParsedBody {
@@ -15,78 +11,10 @@ export interface ParsedBody {
   readonly events: readonly EventSpan[]
 }
 
-export type { BodyKind, EventSpan }
-
 /** One event as the slow path parses it: its JSON text on one line, and its value. */
 interface ReceivedEvent {
   readonly raw: string
   readonly value: Record<string, unknown>
-}
-
-export const NDJSON_TYPES = new Set(['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines', 'application/jsonlines'])
-// Parsed by content: the DSS client's header is unconfirmed, and `curl -d` sends a form type.
-export const AUTO_TYPES = new Set(['application/json', 'text/plain', 'text/json', 'application/octet-stream', 'application/x-www-form-urlencoded'])
-
-export function bodyKind (contentType: string | undefined): BodyKind {
-  if (contentType === undefined) return 'auto'
-  const semicolon = contentType.indexOf(';')
-  const mediaType = (semicolon === -1 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase()
-  if (mediaType === '' || AUTO_TYPES.has(mediaType) || mediaType.endsWith('+json')) return 'auto'
-  if (NDJSON_TYPES.has(mediaType)) return 'ndjson'
-  throw new EVS_ERR_MEDIA_TYPE_UNSUPPORTED(mediaType.slice(0, 100))
-}
-
-/** Reads a request body, failing with 413 as soon as it exceeds `limit` bytes. */
-export async function readBody (stream: Readable, limit: number, declaredLength: number | undefined): Promise<Buffer> {
-  if (declaredLength !== undefined && declaredLength > limit) throw new EVS_ERR_BODY_TOO_LARGE(limit)
-  return await new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let total = 0
-    const cleanup = (): void => {
-      stream.removeListener('data', onData)
-      stream.removeListener('end', onEnd)
-      stream.removeListener('error', onError)
-      stream.removeListener('aborted', onAborted)
-    }
-    const onData = (chunk: Buffer): void => {
-      total += chunk.length
-      if (total > limit) {
-        cleanup()
-        reject(new EVS_ERR_BODY_TOO_LARGE(limit))
-        return
-      }
-      chunks.push(chunk)
-    }
-    // The stream is done after 'end': its listeners go with it, no need to remove them one by one.
-    const onEnd = (): void => {
-      resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, total))
-    }
-    const onError = (err: Error): void => {
-      cleanup()
-      reject(err)
-    }
-    const onAborted = (): void => {
-      cleanup()
-      reject(new EVS_ERR_BODY_ABORTED())
-    }
-    stream.on('data', onData)
-    stream.on('end', onEnd)
-    stream.on('error', onError)
-    stream.on('aborted', onAborted)
-  })
-}
-
-/** Undoes the Content-Encoding; the decoded size is held to the same limit as the raw one. */
-export async function decodeBody (body: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
-  const encoding = (contentEncoding ?? '').trim().toLowerCase()
-  if (encoding === '' || encoding === 'identity') return body
-  if (encoding !== 'gzip' && encoding !== 'x-gzip') throw new EVS_ERR_BODY_ENCODING_UNSUPPORTED(encoding.slice(0, 50))
-  try {
-    return await gunzipAsync(body, { maxOutputLength: limit })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new EVS_ERR_BODY_TOO_LARGE(limit)
-    throw new EVS_ERR_BODY_GZIP_INVALID((err as Error).message)
-  }
 }
 
 function describe (value: unknown): string {
@@ -150,6 +78,39 @@ function arrayElements (text: string, start: number): string[] {
   return out
 }
 
+/** Line and column (1-based, in characters) of the character at `index` of `text`. */
+function lineAndColumn (text: string, index: number): { line: number, column: number } {
+  let line = 1
+  let lineStart = 0
+  for (let i = text.indexOf('\n'); i !== -1 && i < index; i = text.indexOf('\n', i + 1)) {
+    line++
+    lineStart = i + 1
+  }
+  return { line, column: index - lineStart + 1 }
+}
+
+/**
+ * JSON.parse's complaint about `text`, without the text: V8 quotes parts of the body (a short body
+ * whole), and audit events hold user names and other sensitive fields. Only the grammar and the
+ * place are kept: the character index where the text goes wrong, when known.
+ */
+function jsonError (err: unknown, text: string): { index: number | undefined, what: string } {
+  const message = (err as Error).message
+  const at = /^(.*?)(?: in JSON)? at position (\d+)/.exec(message)
+  if (at !== null) return { index: Number(at[2]), what: (at[1] as string).startsWith('Unexpected token') ? 'Unexpected token' : at[1] as string }
+  if (message.startsWith('Unexpected end of JSON input')) return { index: text.length, what: 'the text ends before the JSON is complete' }
+  const bytes = Buffer.from(text)
+  const offset = invalidAt(bytes)
+  return { index: offset < 0 ? undefined : bytes.toString('utf8', 0, Math.min(offset, bytes.length)).length, what: 'Unexpected token' }
+}
+
+function describeJsonError (err: unknown, text: string): string {
+  const { index, what } = jsonError(err, text)
+  if (index === undefined) return `in the body: ${what}`
+  const { line, column } = lineAndColumn(text, index)
+  return `at line ${line}, column ${column}: ${what}`
+}
+
 function parseLines (text: string): ReceivedEvent[] {
   const events: ReceivedEvent[] = []
   let lineNumber = 0
@@ -165,7 +126,8 @@ function parseLines (text: string): ReceivedEvent[] {
     try {
       value = JSON.parse(line)
     } catch (err) {
-      throw new EVS_ERR_BODY_INVALID_JSON(`at line ${lineNumber}: ${(err as Error).message}`)
+      const { index, what } = jsonError(err, line)
+      throw new EVS_ERR_BODY_INVALID_JSON(`at line ${lineNumber}${index === undefined ? '' : `, column ${index + 1}`}: ${what}`)
     }
     if (!isObject(value)) throw new EVS_ERR_BODY_NOT_OBJECT(`line ${lineNumber}`, describe(value))
     events.push({ raw: oneLine(line), value })
@@ -173,8 +135,10 @@ function parseLines (text: string): ReceivedEvent[] {
   return events
 }
 
-/** The slow path: JSON.parse, with its exact error messages. */
+/** The slow path: JSON.parse, whose errors say where the body is wrong. */
 function parseSlowly (body: Buffer, kind: BodyKind): ReceivedEvent[] {
+  // Decoding would turn every invalid byte into U+FFFD, and distinct topics into one folder.
+  if (!isUtf8(body)) throw new EVS_ERR_BODY_INVALID_UTF8()
   let text = body.toString('utf8')
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
   let start = 0
@@ -189,7 +153,7 @@ function parseSlowly (body: Buffer, kind: BodyKind): ReceivedEvent[] {
   } catch (err) {
     // Not one JSON document: NDJSON is the only other accepted shape.
     if (first === 123 && text.trimEnd().includes('\n', start)) return parseLines(text)
-    throw new EVS_ERR_BODY_INVALID_JSON(`${(err as Error).message}`)
+    throw new EVS_ERR_BODY_INVALID_JSON(describeJsonError(err, text))
   }
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {

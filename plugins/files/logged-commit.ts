@@ -1,0 +1,217 @@
+import type { CommitLog } from './commit-log.js'
+import type { CommitContext, CommitMode, OpenFile, Taken } from './commit-mode.js'
+
+// A file without an open descriptor keeps up to this many logged bytes before they are written,
+// so many partitions do not mean one open and close per request.
+const DEFERRED_WRITE_LIMIT = 64 * 1024
+/** Deferred bytes held in memory at most by default, all files together: beyond, the largest are written out. */
+const DEFERRED_MEMORY_LIMIT = 16 * 1024 * 1024
+const CHECKPOINT_BYTES = 64 * 1024 * 1024
+const CHECKPOINT_MS = 10_000
+
+export interface LoggedCommitOptions {
+  log: CommitLog
+  /** Files are synced, and the log segment they cover deleted, after this many bytes of log (64 MiB)... */
+  checkpointBytes?: number
+  /** ...or this long (10 s). */
+  checkpointMs?: number
+  /** Deferred bytes held in memory at most, all files together (16 MiB). */
+  deferredMemoryBytes?: number
+}
+
+/** A file's logged bytes not yet written to it, and the write of them under way. */
+interface Unwritten {
+  data: Buffer[]
+  bytes: number
+  /** The last write of this file's bytes: the next one waits for it, so bytes land in log order. */
+  writing: Promise<void>
+}
+
+/**
+ * Commits by one append and sync of a write-ahead log, whatever the number of files touched:
+ * the requests are answered then, and the files are written afterwards without a sync of their own
+ * (at once when they have a descriptor, else once enough is waiting). Checkpoints sync the files a
+ * finished log segment covers, then delete it; after a crash, recovery replays the log.
+ */
+export class LoggedCommit implements CommitMode {
+  readonly #context: CommitContext
+  readonly #log: CommitLog
+  readonly #checkpointBytes: number
+  readonly #checkpointMs: number
+  readonly #deferredMemoryBytes: number
+  readonly #unwritten = new Map<OpenFile, Unwritten>()
+  /** Files written since the last checkpoint: their bytes are only in the log's current segment. */
+  #unsynced = new Set<OpenFile>()
+  #deferredBytes = 0
+  #checkpointing: Promise<void> | undefined
+  /** A deferred write failed: keep every log segment, so a restart replays what the files lack. */
+  #pinLog = false
+
+  constructor (context: CommitContext, options: LoggedCommitOptions) {
+    this.#context = context
+    this.#log = options.log
+    this.#checkpointBytes = options.checkpointBytes ?? CHECKPOINT_BYTES
+    this.#checkpointMs = options.checkpointMs ?? CHECKPOINT_MS
+    this.#deferredMemoryBytes = options.deferredMemoryBytes ?? DEFERRED_MEMORY_LIMIT
+  }
+
+  get idle (): boolean {
+    return this.#checkpointing === undefined
+  }
+
+  get deferredBytes (): number {
+    return this.#deferredBytes
+  }
+
+  async admit (): Promise<void> {}
+
+  /** Only a new file: its creation must be journalled before its first record is logged. */
+  needsDescriptor (file: OpenFile): boolean {
+    return !file.created
+  }
+
+  async commit (taken: readonly Taken[]): Promise<void> {
+    if (taken.length === 0) return
+    const context = this.#context
+    try {
+      await this.#log.append(taken.map((t) => ({ key: t.file.key, offset: t.file.size, data: t.data })))
+      context.counters.syncs++
+    } catch (err) {
+      for (const t of taken) {
+        context.descriptors.unpin(t.file)
+        context.fail(t.file, err)
+        t.done.reject(err)
+      }
+      return
+    }
+    // Durable now: answer, then write to the files that have a descriptor (or too much waiting).
+    for (const t of taken) {
+      const { file } = t
+      const unwritten = this.#unwrittenOf(file)
+      unwritten.data.push(...t.data)
+      unwritten.bytes += t.bytes
+      this.#deferredBytes += t.bytes
+      file.size += t.bytes
+      context.counters.linesWritten += t.count
+      this.#unsynced.add(file)
+      t.done.resolve()
+      context.onSynced?.((performance.now() - t.started) / 1000)
+    }
+    await Promise.all(taken.map(async ({ file }) => {
+      try {
+        if (context.descriptors.has(file) || this.#unwrittenOf(file).bytes >= DEFERRED_WRITE_LIMIT) await this.#write(file)
+      } catch {
+        // Logged and handled by #write: the events are safe in the log.
+      } finally {
+        context.descriptors.unpin(file)
+      }
+    }))
+    if (this.#deferredBytes > this.#deferredMemoryBytes) await this.#writeOutDeferred(this.#deferredMemoryBytes / 4)
+    const log = this.#log
+    if (this.#checkpointing === undefined && (log.bytes >= this.#checkpointBytes || context.now() - log.startedAt >= this.#checkpointMs)) {
+      const files = this.#unsynced
+      this.#unsynced = new Set()
+      const previous = await log.rotate()
+      this.#checkpointing = this.#checkpoint(files, previous).finally(() => {
+        this.#checkpointing = undefined
+        context.settled()
+      })
+    }
+  }
+
+  async beforeSeal (file: OpenFile): Promise<void> {
+    await this.#write(file)
+  }
+
+  sealed (file: OpenFile): void {
+    this.#unwritten.delete(file)
+  }
+
+  #unwrittenOf (file: OpenFile): Unwritten {
+    let unwritten = this.#unwritten.get(file)
+    if (unwritten === undefined) this.#unwritten.set(file, unwritten = { data: [], bytes: 0, writing: Promise.resolve() })
+    return unwritten
+  }
+
+  /**
+   * Writes a file's logged-but-unwritten bytes. A failure here concerns events already acknowledged
+   * (they are in the log): the log is then kept whole until a restart replays it.
+   */
+  async #write (file: OpenFile): Promise<void> {
+    const unwritten = this.#unwrittenOf(file)
+    if (unwritten.bytes === 0) return await unwritten.writing
+    const { data, bytes } = unwritten
+    unwritten.data = []
+    unwritten.bytes = 0
+    this.#deferredBytes -= bytes
+    const context = this.#context
+    // Writes of one file in the order their bytes were taken, even through the thread pool.
+    const write = unwritten.writing.then(async () => {
+      context.descriptors.pin(file)
+      try {
+        await context.appender.write(await context.descriptors.get(file), data)
+      } finally {
+        context.descriptors.unpin(file)
+      }
+    })
+    unwritten.writing = write.catch(() => {})
+    try {
+      await write
+      file.written += bytes
+      context.counters.bytesWritten += bytes
+      context.onWritten?.(bytes)
+    } catch (err) {
+      this.#pinLog = true
+      context.fail(file, err)
+      throw err
+    }
+  }
+
+  /**
+   * Writes out the files holding the most deferred bytes until at most `target` are left (a
+   * quarter of the limit: fewer, larger writes than stopping just under it).
+   */
+  async #writeOutDeferred (target: number): Promise<void> {
+    const largest = [...this.#unsynced]
+      .map((file) => ({ file, bytes: this.#unwritten.get(file)?.bytes ?? 0 }))
+      .filter((f) => f.bytes > 0)
+      .sort((a, b) => b.bytes - a.bytes)
+    for (const { file } of largest) {
+      if (this.#deferredBytes <= target) break
+      try {
+        await this.#write(file)
+      } catch {
+        // Logged and handled by #write: the events are safe in the log.
+      }
+    }
+  }
+
+  /** Syncs the files a finished log segment covers, then deletes the segment. */
+  async #checkpoint (files: Set<OpenFile>, segment: number): Promise<void> {
+    const { descriptors, logger } = this.#context
+    try {
+      for (const file of files) {
+        if (file.state === 'sealed' || !file.created) continue // sealing synced it
+        descriptors.pin(file)
+        const sync = (async () => {
+          try {
+            await this.#write(file)
+            await (await descriptors.get(file)).datasync()
+          } finally {
+            descriptors.unpin(file)
+          }
+        })()
+        file.syncs.add(sync)
+        try {
+          await sync
+        } finally {
+          file.syncs.delete(sync)
+        }
+      }
+      if (!this.#pinLog) await this.#log.remove(segment)
+    } catch (err) {
+      // The segment stays: a restart replays it, which is harmless.
+      logger.error({ err }, 'checkpoint failed; the commit log segment is kept')
+    }
+  }
+}
