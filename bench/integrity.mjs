@@ -62,7 +62,11 @@ function load (url, scenario, amount) {
   let last = started
   return new Promise((resolve, reject) => {
     const instance = autocannon({
-      url, connections: scenario.connections, pipelining: 1, amount, timeout: 30,
+      url,
+      connections: scenario.connections,
+      pipelining: 1,
+      amount,
+      timeout: 30,
       requests: [{ method: 'POST', path: '/events/generic/rk-1', headers: { 'content-type': 'application/json' }, body: scenario.body }]
     }, (err, result) => err ? reject(err) : resolve({ ok: result['2xx'], bad: result.non2xx + result.errors + result.timeouts, eventsPerS: result['2xx'] * scenario.eventsPerRequest / ((last - started) / 1000) }))
     instance.on('response', () => { last = performance.now() })
@@ -77,7 +81,10 @@ async function setup (scenario, integrity) {
     server: { instanceId: `bench-${integrity ? 'on' : 'off'}`, logLevel: 'info' },
     connections: { local: { type: 'filesystem', root: './out' } },
     destinations: [{
-      name: 'all', connection: 'local', path: 'events', flushEveryBytes: FLUSH_BYTES,
+      name: 'all',
+      connection: 'local',
+      path: 'events',
+      flushEveryBytes: FLUSH_BYTES,
       ...(integrity ? { integrity: { enabled: true, signingKey: 'signing.pem' } } : {})
     }]
   }

@@ -10,6 +10,7 @@ import { formatProblems } from './validation.js'
 import { parseDuration, send, type SenderProgress, type SenderSummary } from './sender.js'
 import type { VerifyProgress, VerifyReport } from './destination.js'
 import { verifyTrail } from './verify-trail.js'
+import { QUERY_USAGE, queryCommand } from './query-command.js'
 
 const USAGE = `Usage: dss-event-server <command> [options]
 
@@ -32,6 +33,7 @@ Commands:
            send --url URL [--key K] [--topic T] [--routing-key R] [--rate N]
                 [--count N | --duration 30s] [--batch N] [--concurrency N] [--insecure]
 
+${QUERY_USAGE}
 Options:
   -c, --config FILE   Settings file, JSON or YAML (default: built-in settings, see README)
       --host HOST     Listen address; overrides server.host
@@ -128,6 +130,8 @@ function positive (name: string, text: string | undefined, fallback: number, all
   return value
 }
 
+const lastOf = (value: string | boolean | string[] | undefined): string => String(Array.isArray(value) ? value[value.length - 1] : value)
+
 async function sendCommand (values: Record<string, string | boolean | string[] | undefined>): Promise<number> {
   const url = values.url as string | undefined
   if (url === undefined) throw new EVS_ERR_CLI_ARGUMENT('send needs --url, e.g. --url http://localhost:11004')
@@ -142,8 +146,8 @@ async function sendCommand (values: Record<string, string | boolean | string[] |
     ...(count !== undefined ? { count } : {}),
     ...(durationS !== undefined ? { durationS } : {}),
     ...(values.key !== undefined ? { key: values.key as string } : {}),
-    ...(values.topic !== undefined ? { topic: values.topic as string } : {}),
-    ...(values['routing-key'] !== undefined ? { routingKey: values['routing-key'] as string } : {}),
+    ...(values.topic !== undefined ? { topic: lastOf(values.topic) } : {}),
+    ...(values['routing-key'] !== undefined ? { routingKey: lastOf(values['routing-key']) } : {}),
     insecure: values.insecure === true
   }
   const tty = process.stderr.isTTY
@@ -277,20 +281,31 @@ export async function main (argv: string[], { builtinTypes = [] }: { builtinType
         pretty: { type: 'boolean' },
         url: { type: 'string' },
         key: { type: 'string' },
-        topic: { type: 'string' },
-        'routing-key': { type: 'string' },
+        topic: { type: 'string', multiple: true },
+        'routing-key': { type: 'string', multiple: true },
         rate: { type: 'string' },
         count: { type: 'string' },
         duration: { type: 'string' },
         batch: { type: 'string' },
         concurrency: { type: 'string' },
         insecure: { type: 'boolean' },
-        destination: { type: 'string' },
         from: { type: 'string' },
         to: { type: 'string' },
         'public-key': { type: 'string', multiple: true },
         heads: { type: 'string' },
-        json: { type: 'boolean' }
+        json: { type: 'boolean' },
+        destination: { type: 'string', short: 'd' },
+        user: { type: 'string', multiple: true },
+        'msg-type': { type: 'string', multiple: true },
+        address: { type: 'string', multiple: true },
+        where: { type: 'string', short: 'w', multiple: true },
+        format: { type: 'string' },
+        fields: { type: 'string' },
+        limit: { type: 'string' },
+        order: { type: 'string' },
+        'count-by': { type: 'string' },
+        follow: { type: 'boolean', short: 'f' },
+        interval: { type: 'string' }
       }
     })
   } catch (err) {
@@ -313,6 +328,7 @@ export async function main (argv: string[], { builtinTypes = [] }: { builtinType
       case 'check': return await check(values.config, values.connections === true, builtinTypes)
       case 'send': return await sendCommand(values)
       case 'verify': return await verifyCommand(values, builtinTypes)
+      case 'query': return await queryCommand(values, { builtinTypes })
       default:
         process.stderr.write(`Unknown command "${command}"\n\n${USAGE}`)
         return 2

@@ -80,6 +80,12 @@ interface ConnectionOperations {
   read(key: string): Promise<Readable>
   /** Every object whose key starts with `prefix` (a folder prefix ends with `/`), in no set order. */
   list(prefix: string): AsyncIterable<ObjectInfo>
+  /**
+   * The names of the folders directly below `folder` (a prefix ending with `/`, or `''` for the
+   * root), in no set order: one level of the tree, without listing the objects below it (S3's
+   * `Delimiter`, Azure's hierarchy listing). Optional: readers fall back to `list`.
+   */
+  listFolders?(folder: string): AsyncIterable<string>
   /** Deletes an object; deleting a missing object succeeds. */
   delete(key: string): Promise<void>
   /** Writes and deletes a probe object; rejects with the backend's own message when it cannot. */

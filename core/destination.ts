@@ -173,6 +173,143 @@ export interface DestinationVerifyContext {
   readonly destinations: ReadonlySet<string>
 }
 
+/** DSS's own placeholders for a message without topic or routing key. */
+export const UNKNOWN_TOPIC = '??UnknownTopic??'
+export const UNKNOWN_ROUTING_KEY = '__Routed_Nowhere__'
+
+/** Where an event names its topic and routing key, the first with a value winning. */
+export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
+export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
+
+/** A routing field's value as text: a non-empty string, a number or boolean, or an array's first such. */
+export function scalar (value: unknown): string | undefined {
+  // A loop, not recursion: the value is untrusted and may be nested arbitrarily deep.
+  while (Array.isArray(value)) value = value[0]
+  if (typeof value === 'string') return value === '' ? undefined : value
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value)
+  return undefined
+}
+
+/** The first of `fields` that `source` holds as a scalar (see `scalar`). */
+export function firstField (source: Record<string, unknown>, fields: readonly string[]): string | undefined {
+  for (const field of fields) {
+    const value = scalar(source[field])
+    if (value !== undefined) return value
+  }
+  return undefined
+}
+
+const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/
+
+/**
+ * What a line holding a field equal to `value` must contain. A number has several spellings
+ * (`1000`, `1e3`), so a value that reads as one gives nothing; `true`, `false` and `null` have one.
+ */
+export function equalityNeedle (value: string): Buffer | undefined {
+  if (NUMBER.test(value)) return undefined
+  if (value === 'true' || value === 'false' || value === 'null') return Buffer.from(value)
+  return Buffer.from(JSON.stringify(value))
+}
+
+/** A stored line as it was written: `{"clientEvent":…,"origAddress":…,"serverTimestamp":…}`. */
+export interface StoredRecord {
+  clientEvent: Record<string, unknown>
+  origAddress?: string
+  serverTimestamp: string
+  [field: string]: unknown
+}
+
+/** One event read back from what a destination stored. */
+export interface StoredEvent {
+  /** The stored line, without its line break. */
+  readonly line: string
+  /** The line, parsed (on first access). */
+  readonly record: StoredRecord
+  /** `serverTimestamp`, in milliseconds since the epoch. */
+  readonly time: number
+  /** Topic and routing key as routed: from the event's folder when the layout has one, else the event's own fields. */
+  readonly topic: string
+  readonly routingKey: string
+  /** Key, in its connection, of the file the event was read from. */
+  readonly source: string
+}
+
+/** What a read has done so far; the reader adds to the counters as it goes, the caller may read them any time. */
+export interface QueryStats {
+  /** Calls that list a folder (`list` or `listFolders`). */
+  listCalls: number
+  /** Objects the listings returned that could hold matching events. */
+  filesListed: number
+  filesOpened: number
+  /** Bytes read from the store (as stored: compressed for `.gz`). */
+  bytesRead: number
+  /** Bytes of lines scanned (after decompression). */
+  bytesScanned: number
+  /** Lines parsed as JSON: those whose bytes could match. */
+  linesParsed: number
+  eventsMatched: number
+  /** Files that could not be read, or not to the end (corrupt compressed data, read errors). */
+  filesUnreadable: number
+  /** Lines that are not a stored event (not JSON, no `serverTimestamp`). */
+  linesCorrupt: number
+  /** Files that end with an incomplete line or gzip member (still being written): read up to their last complete line. */
+  filesPartial: number
+}
+
+export function newQueryStats (): QueryStats {
+  return { listCalls: 0, filesListed: 0, filesOpened: 0, bytesRead: 0, bytesScanned: 0, linesParsed: 0, eventsMatched: 0, filesUnreadable: 0, linesCorrupt: 0, filesPartial: 0 }
+}
+
+/** A file or line that could not be read; the read goes on with the rest. */
+export interface QueryProblem {
+  /** Key of the file, in its connection. */
+  readonly source: string
+  readonly message: string
+}
+
+/**
+ * Which stored events to read. Every filter is exact: time, topic and routing key also prune what
+ * is listed and opened, as far as the destination's layout allows.
+ */
+export interface EventQuery {
+  /** Lower bound on `serverTimestamp`, inclusive (ms since the epoch). */
+  readonly from?: number
+  /** Upper bound on `serverTimestamp`, exclusive. */
+  readonly to?: number
+  /** Topics to keep (any of them); all when absent. */
+  readonly topics?: readonly string[]
+  readonly routingKeys?: readonly string[]
+  /** The exact test every returned event passes, after time, topic and routing key. */
+  readonly where?: (event: StoredEvent) => boolean
+  /**
+   * A necessary condition for `where`, on a line's bytes, so that lines that cannot match are not
+   * parsed: for each inner list, the line contains one of its byte strings. A line holding a
+   * backslash may spell any string with escapes, so it is always a candidate.
+   */
+  readonly lineMustContain?: ReadonlyArray<readonly Buffer[]>
+  /** Stop after this many events. */
+  readonly limit?: number
+  /** `stored` (default): file by file, in key order. `time`: one stream sorted by `serverTimestamp`. */
+  readonly order?: 'stored' | 'time'
+  /** Keep reading as new events are written, until `signal` aborts; polls every `intervalMs` (the reader picks a default). */
+  readonly follow?: { readonly intervalMs?: number }
+  readonly signal?: AbortSignal
+  /** Counters the reader adds to (see newQueryStats). */
+  readonly stats?: QueryStats
+  /** Called for each file or line that cannot be read; the read goes on. */
+  onProblem?(problem: QueryProblem): void
+}
+
+/** What a destination type's `read` gets: no server runs, only connections exist. */
+export interface DestinationReadContext {
+  readonly name: string
+  readonly baseDir: string
+  readonly timeZone: string
+  readonly logger: FastifyBaseLogger
+  now(): number
+  connection(name: string): Connection | undefined
+}
+
 export interface DestinationType<S extends TSchema = TSchema> {
   readonly type: string
   /** Options of this type: everything in the destination block but the common fields (name, type, filters). */
@@ -185,4 +322,10 @@ export interface DestinationType<S extends TSchema = TSchema> {
    * destination keeps none (e.g. its integrity trail is off).
    */
   verify?(options: Static<S>, context: DestinationVerifyContext, request: VerifyRequest): Promise<VerifyReport | undefined>
+  /**
+   * Reads back what destinations of this type stored, with no server running. Optional: a type
+   * without it cannot be queried. Rejects (on the first `next()`) when the store cannot be listed;
+   * files it cannot read are reported through `query.onProblem` and counted, and the rest is read.
+   */
+  read?(options: Static<S>, context: DestinationReadContext, query: EventQuery): AsyncIterable<StoredEvent>
 }

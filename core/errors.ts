@@ -80,5 +80,12 @@ export const EVS_ERR_PROBE_TIMEOUT = createError<'EVS_ERR_PROBE_TIMEOUT', 504, [
 export const EVS_ERR_CLI_ARGUMENT = createError<'EVS_ERR_CLI_ARGUMENT', 500, [string]>(
   'EVS_ERR_CLI_ARGUMENT', '%s', 500)
 
+export const EVS_ERR_QUERY_INVALID = createError<'EVS_ERR_QUERY_INVALID', 400, [string]>(
+  'EVS_ERR_QUERY_INVALID', '%s', 400)
+export const EVS_ERR_QUERY_DESTINATION = createError<'EVS_ERR_QUERY_DESTINATION', 400, [string]>(
+  'EVS_ERR_QUERY_DESTINATION', '%s', 400)
+export const EVS_ERR_QUERY_STORE = createError<'EVS_ERR_QUERY_STORE', 503, [string, string]>(
+  'EVS_ERR_QUERY_STORE', 'Cannot list the files of destination "%s": %s', 503)
+
 export const EVS_ERR_RECOVERY = createError<'EVS_ERR_RECOVERY', 500, [string, string]>(
   'EVS_ERR_RECOVERY', 'Recovery of destination "%s" failed: %s', 500)

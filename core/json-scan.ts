@@ -1,4 +1,8 @@
 import { isUtf8 } from 'node:buffer'
+import { ROUTING_KEY_FIELDS, scalar, TOPIC_FIELDS } from './destination.js'
+
+// Where an event names its topic and routing key is part of the destination contract (readers need it too).
+export { firstField, ROUTING_KEY_FIELDS, scalar, TOPIC_FIELDS } from './destination.js'
 
 /**
  * One event of a body: where its JSON text is in the source bytes, and its topic and routing key
@@ -36,9 +40,6 @@ const FIELD_TOPIC = 0
 const FIELD_AUDIT_TOPIC = 1
 const FIELD_ROUTING_KEY = 2
 const FIELD_AUDIT_ROUTING_KEY = 3
-/** Where an event names its topic and routing key, the first with a value winning. */
-export const TOPIC_FIELDS = ['topic', 'auditTopic'] as const
-export const ROUTING_KEY_FIELDS = ['routingKey', 'auditRoutingKey'] as const
 const FIELD_NAMES = [...TOPIC_FIELDS, ...ROUTING_KEY_FIELDS] as const
 const FIELD_BYTES = FIELD_NAMES.map((name) => Buffer.from(`"${name}"`))
 
@@ -215,24 +216,6 @@ function scanEvent (b: Buffer, i: number, end: number): number {
       return fail(i)
     }
   }
-}
-
-/** A routing field's value as text: a non-empty string, a number or boolean, or an array's first such. */
-export function scalar (value: unknown): string | undefined {
-  // A loop, not recursion: the value is untrusted and may be nested arbitrarily deep.
-  while (Array.isArray(value)) value = value[0]
-  if (typeof value === 'string') return value === '' ? undefined : value
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value)
-  return undefined
-}
-
-/** The first of `fields` that `source` holds as a scalar (see `scalar`). */
-export function firstField (source: Record<string, unknown>, fields: readonly string[]): string | undefined {
-  for (const field of fields) {
-    const value = scalar(source[field])
-    if (value !== undefined) return value
-  }
-  return undefined
 }
 
 function fieldValue (b: Buffer, field: number): string | undefined {

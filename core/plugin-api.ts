@@ -21,6 +21,8 @@ export type {
   DestinationStats, DestinationType, DestinationVerifyContext, RoutedEvent, VerifyProblem, VerifyProblemKind, VerifyProgress, VerifyReport,
   VerifyRequest
 } from './destination.js'
+// The optional read hook of a destination type (`dss-event-server query`, docs/query.md).
+export type { DestinationReadContext, EventQuery, QueryProblem, QueryStats, StoredEvent, StoredRecord } from './destination.js'
 export type { BuiltinType, PluginModule, TypeRegistry } from './registry.js'
 export type { SettingsProblem } from './validation.js'
 
@@ -33,11 +35,18 @@ export { assertSafeKey, encodeSegment, isSafeKey, MAX_SEGMENT_LENGTH } from './p
 
 // Helpers for destinations: calendar parts in the server's time zone, as folder names use them.
 export { ZonedTime, type TimeParts } from './time.js'
+// Routing as the server does it: where an event names its topic and routing key, and the
+// placeholders when it names none.
+export { firstField, ROUTING_KEY_FIELDS, TOPIC_FIELDS, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './destination.js'
+
+// Helpers for readers: the stored `serverTimestamp`, wall-clock times of folder names, the query's counters.
+export { parseServerTimestamp, timestampAt, wallTime, wallToInstant } from './time.js'
+export { equalityNeedle, newQueryStats } from './destination.js'
 
 // Errors a plugin throws or recognises (every code is listed in the README).
 export {
-  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, EVS_ERR_CONNECTION_TIMEOUT, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_RECOVERY,
-  EVS_ERR_SPOOL_FULL
+  EVS_ERR_CONNECTION_KEY_INVALID, EVS_ERR_CONNECTION_NOT_FOUND, EVS_ERR_CONNECTION_TIMEOUT, EVS_ERR_DESTINATION_UNAVAILABLE, EVS_ERR_QUERY_DESTINATION,
+  EVS_ERR_QUERY_STORE, EVS_ERR_RECOVERY, EVS_ERR_SPOOL_FULL
 } from './errors.js'
 
 /** The name of the Fastify plugin that decorates `eventServerTypes`: a plugin's `dependencies`. */

@@ -2,9 +2,7 @@ import type { Destination, RoutedEvent } from './destination.js'
 import type { DestinationCommonSettings } from './schemas/settings.js'
 import type { KeyRing } from './auth.js'
 
-/** DSS's own placeholders for a message without topic or routing key. */
-export const UNKNOWN_TOPIC = '??UnknownTopic??'
-export const UNKNOWN_ROUTING_KEY = '__Routed_Nowhere__'
+export { UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC } from './destination.js'
 
 interface Route {
   readonly destination: Destination

@@ -91,3 +91,59 @@ export class ZonedTime {
     }
   }
 }
+
+/** The wall-clock time of an instant in `zone`, as milliseconds of a UTC date with the same fields. */
+export function wallTime (zone: ZonedTime, ms: number): number {
+  const p = zone.parts(ms)
+  const withinMinute = ((ms % 60000) + 60000) % 60000
+  return Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute)) + withinMinute
+}
+
+const DAY_MS = 86_400_000
+
+/**
+ * The first instant whose wall-clock time in `zone` is `wall` (ms of a UTC date with the wanted
+ * fields). A wall time that occurs twice (clocks set back) gives its first occurrence; one that
+ * never occurs (clocks set forward) gives the instant of the jump.
+ */
+export function wallToInstant (zone: ZonedTime, wall: number): number {
+  if (zone.timeZone === 'UTC' || zone.timeZone === 'Etc/UTC') return wall
+  const offsets = new Set([wall - DAY_MS, wall, wall + DAY_MS].map((t) => wallTime(zone, t) - t))
+  let found: number | undefined
+  let latest = -Infinity
+  for (const offset of offsets) {
+    const t = wall - offset
+    latest = Math.max(latest, t)
+    if (wallTime(zone, t) === wall && (found === undefined || t < found)) found = t
+  }
+  return found ?? latest
+}
+
+/**
+ * `serverTimestamp` as the server writes it, `2026-11-26T02:47:43.123+0000`, in milliseconds;
+ * NaN when it is not in that form.
+ */
+export function parseServerTimestamp (text: string): number {
+  if (text.length === 28 && text.charCodeAt(10) === 84 /* T */) {
+    const t = timestampAt(Buffer.from(text, 'latin1'), 0)
+    if (!Number.isNaN(t)) return t
+  }
+  // Another writer's ISO form, e.g. `+01:00` or `Z`.
+  const iso = text.replace(/([+-]\d{2})(\d{2})$/, '$1:$2')
+  return Date.parse(iso)
+}
+
+const digit = (b: Uint8Array, i: number): number => {
+  const d = (b[i] as number) - 48
+  return d >= 0 && d <= 9 ? d : NaN
+}
+const two = (b: Uint8Array, i: number): number => digit(b, i) * 10 + digit(b, i + 1)
+
+/** Parses the 28 bytes `YYYY-MM-DDTHH:mm:ss.sss±HHMM` at `i`; NaN when they are not that. */
+export function timestampAt (b: Uint8Array, i: number): number {
+  const year = two(b, i) * 100 + two(b, i + 2)
+  const sign = b[i + 23] === 43 ? 1 : b[i + 23] === 45 ? -1 : NaN
+  const offsetMinutes = two(b, i + 24) * 60 + two(b, i + 26)
+  const wall = Date.UTC(year, two(b, i + 5) - 1, two(b, i + 8), two(b, i + 11), two(b, i + 14), two(b, i + 17), digit(b, i + 20) * 100 + two(b, i + 21))
+  return wall - sign * offsetMinutes * 60_000
+}

@@ -6,6 +6,7 @@ import { AzureBlobConnection, type AzureBlobOptions } from '../plugins/azure-blo
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { describeIntegrity } from './conformance/describe-integrity.js'
+import { describeQuery } from './conformance/describe-query.js'
 import { startAzurite, AZURITE_ACCOUNT, AZURITE_KEY, type AzureEmulator } from './emulators/azure.js'
 import { startProxy } from './emulators/proxy.js'
 
@@ -135,4 +136,8 @@ describeObjectStoreDestination('azure-blob (Azurite)', {
 describeIntegrity('azure-blob (Azurite)', {
   connection: (prefix) => ({ type: 'azure-blob', ...options({ prefix }) }),
   reader: (prefix) => new AzureBlobConnection(options({ prefix }), { name: 'reader' })
+})
+
+describeQuery('azure-blob (Azurite)', {
+  connection: (prefix) => ({ type: 'azure-blob', ...options({ prefix }) })
 })

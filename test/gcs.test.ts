@@ -5,6 +5,7 @@ import { classifyGcsError, GcsConnection, type GcsOptions } from '../plugins/gcs
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { describeIntegrity } from './conformance/describe-integrity.js'
+import { describeQuery } from './conformance/describe-query.js'
 import { startGcs, type GcsEmulator } from './emulators/gcs.js'
 import { startProxy } from './emulators/proxy.js'
 import { checkSettings } from '../index.js'
@@ -98,4 +99,8 @@ describeObjectStoreDestination('gcs (Cloud Storage emulator)', {
 describeIntegrity('gcs (Cloud Storage emulator)', {
   connection: (prefix) => ({ type: 'gcs', ...options({ prefix }) }),
   reader: (prefix) => new GcsConnection(options({ prefix }), { name: 'reader', baseDir: process.cwd() })
+})
+
+describeQuery('gcs (Cloud Storage emulator)', {
+  connection: (prefix) => ({ type: 'gcs', ...options({ prefix }) })
 })

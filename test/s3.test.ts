@@ -5,7 +5,9 @@ import { S3Connection, type S3Options } from '../plugins/s3/index.js'
 import { describeConnection } from './conformance/describe-connection.js'
 import { describeObjectStoreDestination } from './conformance/describe-object-store-destination.js'
 import { describeIntegrity } from './conformance/describe-integrity.js'
-import { startS3, S3_COMPAT, S3_CREDENTIALS, type S3Emulator } from './emulators/s3.js'
+import { describeQuery } from './conformance/describe-query.js'
+import type { Connection } from '../core/connection.js'
+import { startS3, S3_COMPAT, S3_CREDENTIALS, S3RVER_SHALLOW_FOLDERS, type S3Emulator } from './emulators/s3.js'
 import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -42,6 +44,7 @@ function options (extra: Partial<S3Options> = {}): S3Options {
 
 describeConnection('s3 (s3rver)', {
   create: async () => new S3Connection(options(), { name: 's3' }),
+  shallowFolderListing: S3RVER_SHALLOW_FOLDERS,
   observed: ({ url }) => new S3Connection(options({ endpoint: url }), { name: 's3' })
 })
 
@@ -151,4 +154,20 @@ describeObjectStoreDestination('s3 (s3rver)', {
 describeIntegrity('s3 (s3rver)', {
   connection: (prefix) => ({ type: 's3', ...options({ prefix }) }),
   reader: (prefix) => new S3Connection(options({ prefix }), { name: 'reader' })
+})
+
+describeQuery('s3 (s3rver)', {
+  connection: (prefix) => ({ type: 's3', ...options({ prefix }) }),
+  // The reader then lists whole subtrees instead of one folder level (S3RVER_SHALLOW_FOLDERS).
+  wrapConnection: (c: Connection): Connection => ({
+    type: c.type,
+    name: c.name,
+    capabilities: { append: false },
+    put: c.put.bind(c),
+    read: c.read.bind(c),
+    list: c.list.bind(c),
+    delete: c.delete.bind(c),
+    check: c.check.bind(c),
+    close: c.close.bind(c)
+  })
 })

@@ -222,6 +222,18 @@ export class AzureBlobConnection implements ObjectConnection {
     }
   }
 
+  async * listFolders (folder: string): AsyncIterable<string> {
+    const container = await this.#client()
+    const prefix = this.#prefix + folder
+    try {
+      for await (const item of container.listBlobsByHierarchy('/', { prefix })) {
+        if (item.kind === 'prefix') yield item.name.slice(prefix.length, -1)
+      }
+    } catch (err) {
+      classify(err)
+    }
+  }
+
   async delete (key: string): Promise<void> {
     const blob = (await this.#client()).getBlobClient(this.#name(key))
     await blob.deleteIfExists().catch(classify)

@@ -28,7 +28,6 @@ export interface DigestRequest {
  * machine they should take the time nobody else wants rather than slow ingestion.
  */
 function workerMain (): void {
-  /* eslint-disable @typescript-eslint/no-require-imports */
   const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads')
   const fs = require('node:fs') as typeof import('node:fs')
   const os = require('node:os') as typeof import('node:os')

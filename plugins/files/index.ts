@@ -13,6 +13,7 @@ import { filesMetrics, type FilesMetrics } from './metrics.js'
 import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
 import { SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
 import { moveIntoPlace, ParquetStage, pruneEmptyFolders } from './parquet-stage.js'
+import { readFilesDestination } from './reader.js'
 import { recoverOpenFiles, spoolFiles } from './recovery.js'
 import { Uploader, type SpoolFile } from './uploader.js'
 import { checkIntegrity, Integrity, IntegritySchema } from './integrity.js'
@@ -525,7 +526,8 @@ async function filesDestination (fastify: FastifyInstance): Promise<void> {
     schema: FilesDestinationSchema,
     check: checkFilesDestination,
     create: (options: FilesDestinationOptions, context) => new FilesDestination(options, context),
-    verify: verifyFilesDestination
+    verify: verifyFilesDestination,
+    read: (options: FilesDestinationOptions, context, query) => readFilesDestination(options, context, query)
   })
 }
 

@@ -24,7 +24,7 @@ const PERIOD_TOKENS: Record<PartitioningPeriod, string> = {
   HOUR: '%Y/%M/%D/%H'
 }
 
-const TOKEN = /%\{topic\}|%\{routingKey\}|%Y|%M|%D|%H|%/g
+export const TOKEN = /%\{topic\}|%\{routingKey\}|%Y|%M|%D|%H|%/g
 
 export function defaultTemplate (options: Omit<LayoutOptions, 'path' | 'pathFormat'>): string {
   return [
@@ -32,6 +32,11 @@ export function defaultTemplate (options: Omit<LayoutOptions, 'path' | 'pathForm
     options.folderByRoutingKey ? '%{routingKey}' : undefined,
     PERIOD_TOKENS[options.partitioningPeriod]
   ].filter((s) => s !== undefined).join('/')
+}
+
+/** The folder template the layout follows below `path`: `pathFormat`, or the one the other options give. */
+export function layoutTemplate (options: LayoutOptions): string {
+  return options.pathFormat ?? defaultTemplate(options)
 }
 
 function splitPath (path: string): string[] {
@@ -70,7 +75,7 @@ export function checkLayout (options: LayoutOptions): SettingsProblem[] {
 }
 
 export function compileLayout (options: LayoutOptions): Layout {
-  const template = options.pathFormat ?? defaultTemplate(options)
+  const template = layoutTemplate(options)
   const prefix = splitPath(options.path).join('/')
   const segments: Piece[][] = template.split('/').map((segment) => {
     const pieces: Piece[] = []
@@ -92,10 +97,14 @@ export function compileLayout (options: LayoutOptions): Layout {
   })
   const tokens = new Set(template.match(TOKEN) ?? [])
   const period: (time: TimeParts) => string =
-    tokens.has('%H') ? (t) => `${t.year}${t.month}${t.day}${t.hour}`
-      : tokens.has('%D') ? (t) => `${t.year}${t.month}${t.day}`
-        : tokens.has('%M') ? (t) => `${t.year}${t.month}`
-          : tokens.has('%Y') ? (t) => t.year
+    tokens.has('%H')
+      ? (t) => `${t.year}${t.month}${t.day}${t.hour}`
+      : tokens.has('%D')
+        ? (t) => `${t.year}${t.month}${t.day}`
+        : tokens.has('%M')
+          ? (t) => `${t.year}${t.month}`
+          : tokens.has('%Y')
+            ? (t) => t.year
             : () => ''
 
   return {

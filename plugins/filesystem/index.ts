@@ -99,6 +99,19 @@ export class FilesystemConnection implements AppendableConnection {
     }
   }
 
+  async * listFolders (folder: string): AsyncIterable<string> {
+    const folderKey = folder.replace(/\/$/, '')
+    if (folderKey !== '' && !isSafeKey(folderKey)) throw new EVS_ERR_CONNECTION_KEY_INVALID(this.name, folder.slice(0, 200))
+    let entries
+    try {
+      entries = await readdir(folderKey === '' ? this.root : this.localPath(folderKey), { withFileTypes: true })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return
+      throw err
+    }
+    for (const entry of entries) if (entry.isDirectory()) yield entry.name
+  }
+
   async delete (key: string): Promise<void> {
     try {
       await unlink(this.localPath(key))

@@ -139,6 +139,22 @@ export class GcsConnection implements ObjectConnection {
     } while (pageToken !== undefined)
   }
 
+  async * listFolders (folder: string): AsyncIterable<string> {
+    const prefix = this.#prefix + folder
+    let pageToken: string | undefined
+    do {
+      const [, next, response] = await this.#bucket.getFiles({
+        prefix,
+        delimiter: '/',
+        autoPaginate: false,
+        maxResults: 1000,
+        ...(pageToken !== undefined ? { pageToken } : {})
+      }).catch((err: unknown) => classify(err))
+      for (const name of (response as { prefixes?: string[] } | undefined)?.prefixes ?? []) yield name.slice(prefix.length, -1)
+      pageToken = (next as { pageToken?: string } | null | undefined)?.pageToken
+    } while (pageToken !== undefined)
+  }
+
   async delete (key: string): Promise<void> {
     await this.#bucket.file(this.#name(key)).delete({ ignoreNotFound: true }).catch((err: unknown) => classify(err))
   }

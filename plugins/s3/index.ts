@@ -170,6 +170,23 @@ export class S3Connection implements ObjectConnection {
     } while (token !== undefined)
   }
 
+  async * listFolders (folder: string): AsyncIterable<string> {
+    const prefix = this.#prefix + folder
+    let token: string | undefined
+    do {
+      const res = await this.#s3.send(new ListObjectsV2Command({
+        Bucket: this.#options.bucket,
+        Prefix: prefix,
+        Delimiter: '/',
+        ...(token !== undefined ? { ContinuationToken: token } : {})
+      })).catch((err: unknown) => classify(err, this.name, this.#options))
+      for (const item of res.CommonPrefixes ?? []) {
+        if (item.Prefix !== undefined) yield item.Prefix.slice(prefix.length, -1)
+      }
+      token = res.IsTruncated === true ? res.NextContinuationToken : undefined
+    } while (token !== undefined)
+  }
+
   async delete (key: string): Promise<void> {
     await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) })).catch((err: unknown) => classify(err, this.name, this.#options))
   }

@@ -19,6 +19,12 @@ export const S3_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER'
 // trailers); the SHA-256 headers of uploadChecksum go in plain headers, which it accepts (and ignores).
 export const S3_COMPAT = { forcePathStyle: true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED', uploadChecksum: 'SHA256' } as const
 
+/**
+ * s3rver answers a Delimiter listing only with the folders that hold an object directly (it stops
+ * walking its own directories one level below the prefix); S3, MinIO and Ceph list them all.
+ */
+export const S3RVER_SHALLOW_FOLDERS = 's3rver lists with a Delimiter only the folders that hold an object directly'
+
 /** s3rver (a real S3 protocol server) on loopback, with the given buckets. */
 export async function startS3 (buckets: string[]): Promise<S3Emulator> {
   const directory = await mkdtemp(join(tmpdir(), 'evs-s3rver-'))

@@ -1,0 +1,219 @@
+import { open as openFile } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGunzip, constants as zlibConstants } from 'node:zlib'
+import { canAppend, type Connection, type QueryStats } from '../../core/plugin-api.js'
+
+/**
+ * Where a read of a file stopped, to resume there when the file grows (`--follow`): `offset` bytes
+ * of the stored file, then `skip` bytes of what they decode to.
+ */
+export interface ReadCursor {
+  readonly offset: number
+  readonly skip: number
+}
+
+export const START: ReadCursor = { offset: 0, skip: 0 }
+
+/**
+ * Read buffers of one query, kept for the next file: fresh memory costs page faults (measured: a
+ * first pass over new buffers takes several times the CPU of a pass over reused ones).
+ */
+export class BlockPool {
+  readonly #free = new Map<number, Buffer[]>()
+  readonly #max: number
+  #kept = 0
+
+  constructor (maxBuffers = 16) {
+    this.#max = maxBuffers
+  }
+
+  take (size: number): Buffer {
+    return this.#free.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size)
+  }
+
+  give (buffer: Buffer): void {
+    if (this.#kept >= this.#max || buffer.byteOffset !== 0 || buffer.length !== buffer.buffer.byteLength) return
+    let list = this.#free.get(buffer.length)
+    if (list === undefined) this.#free.set(buffer.length, list = [])
+    list.push(buffer)
+    this.#kept++
+  }
+}
+
+export interface FileToRead {
+  readonly key: string
+  readonly connection: Connection
+  readonly stats: QueryStats
+  readonly signal: AbortSignal | undefined
+  /** Preferred size of the blocks read, in bytes. */
+  readonly blockBytes: number
+  /** The object's size when listed (it may have grown since): smaller files get smaller buffers. */
+  readonly size: number
+  readonly pool: BlockPool
+}
+
+/** A file's content as JSON lines, in blocks; a line may span blocks. */
+export interface DecodedFile {
+  readonly blocks: AsyncIterable<Buffer>
+  /** The cursor that resumes after the first `decoded` bytes of `blocks`. */
+  resumeAt(decoded: number): ReadCursor
+  /** After the blocks are read: whether the file ended inside a compressed member (still being written). */
+  readonly truncated: boolean
+}
+
+/**
+ * A stored file format: how files whose name ends with `extension` decode to JSON lines. A new
+ * format (Parquet, ...) is one more entry in FORMATS.
+ */
+export interface StoredFormat {
+  readonly extension: string
+  decode(file: FileToRead, from: ReadCursor): DecodedFile
+}
+
+/**
+ * The object's bytes from `offset` on: straight from disk on a local connection, else streamed from
+ * the store. With `reuse`, the caller is done with a block when it asks for the next one: two
+ * buffers then serve the whole file (no garbage per block).
+ */
+async function * storedBytes (file: FileToRead, offset: number, reuse: boolean): AsyncGenerator<Buffer> {
+  const { connection, stats, signal } = file
+  if (canAppend(connection)) {
+    const handle = await openFile(connection.localPath(file.key), 'r')
+    stats.filesOpened++
+    const size = file.size - offset < file.blockBytes ? Math.max(16 * 1024, file.size - offset + 1) : file.blockBytes
+    const spare: Buffer[] = []
+    let next: Promise<{ block: Buffer, full: boolean }> | undefined
+    try {
+      let position = offset
+      const read = async (): Promise<{ block: Buffer, full: boolean }> => {
+        const buffer = spare.pop() ?? (reuse ? file.pool.take(size) : Buffer.allocUnsafe(size))
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, position)
+        position += bytesRead
+        if (bytesRead < buffer.length && reuse) spare.push(buffer)
+        return { block: bytesRead === buffer.length ? buffer : Buffer.from(buffer.subarray(0, bytesRead)), full: bytesRead === buffer.length }
+      }
+      next = read()
+      let previous: Buffer | undefined
+      while (next !== undefined) {
+        const { block, full }: { block: Buffer, full: boolean } = await next
+        next = undefined
+        if (previous !== undefined) spare.push(previous)
+        previous = undefined
+        if (block.length === 0) return
+        signal?.throwIfAborted()
+        // A short read of a regular file is its end. After a full one, read ahead: the disk (or
+        // page cache) works while the caller scans this block.
+        if (full) {
+          next = read()
+          next.catch(() => {})
+        }
+        stats.bytesRead += block.length
+        yield block
+        if (reuse && full) previous = block
+      }
+      return
+    } finally {
+      // A read still under way writes into its buffer: wait for it before the buffer is reused.
+      const pending = await next?.catch(() => undefined)
+      if (reuse) {
+        if (pending?.full === true) spare.push(pending.block)
+        for (const buffer of spare) file.pool.give(buffer)
+      }
+      await handle.close()
+    }
+  }
+  const stream: Readable = await connection.read(file.key)
+  stats.filesOpened++
+  try {
+    let toSkip = offset
+    for await (const chunk of stream) {
+      signal?.throwIfAborted()
+      let block = chunk as Buffer
+      stats.bytesRead += block.length
+      if (toSkip > 0) {
+        const cut = Math.min(toSkip, block.length)
+        toSkip -= cut
+        block = block.subarray(cut)
+        if (block.length === 0) continue
+      }
+      yield block
+    }
+  } finally {
+    stream.destroy()
+  }
+}
+
+export const jsonl: StoredFormat = {
+  extension: '.jsonl',
+  decode (file, from) {
+    return {
+      blocks: storedBytes(file, from.offset + from.skip, true),
+      resumeAt: (decoded) => ({ offset: from.offset + from.skip + decoded, skip: 0 }),
+      truncated: false
+    }
+  }
+}
+
+/** Each commit of the writer is one gzip member; a reader may find the last one half written. */
+export const jsonlGz: StoredFormat = {
+  extension: '.jsonl.gz',
+  decode (file, from) {
+    let consumed = 0
+    let clean = false
+    let truncated = false
+    let total = 0
+    async function * blocks (): AsyncGenerator<Buffer> {
+      const input = Readable.from((async function * () {
+        for await (const block of storedBytes(file, from.offset, false)) {
+          consumed += block.length
+          yield block
+        }
+      })(), { objectMode: false, highWaterMark: 1 })
+      const gunzip = createGunzip({ chunkSize: Math.min(file.blockBytes, 256 * 1024) })
+      // Errors reach the loop below through gunzip; stopping early destroys both streams.
+      const piped = pipeline(input, gunzip).catch(() => {})
+      let skip = from.skip
+      try {
+        for await (const chunk of gunzip) {
+          let block = chunk as Buffer
+          if (skip > 0) {
+            const cut = Math.min(skip, block.length)
+            skip -= cut
+            block = block.subarray(cut)
+            if (block.length === 0) continue
+          }
+          total += block.length
+          yield block
+        }
+        clean = true
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        if (e.code === 'Z_BUF_ERROR' || e.errno === zlibConstants.Z_BUF_ERROR) {
+          truncated = true
+          return
+        }
+        throw err
+      } finally {
+        gunzip.destroy()
+        await piped
+      }
+    }
+    return {
+      blocks: blocks(),
+      resumeAt: (decoded) => clean && decoded === total ? { offset: from.offset + consumed, skip: 0 } : { offset: from.offset, skip: from.skip + decoded },
+      get truncated () { return truncated }
+    }
+  }
+}
+
+/** Formats, by file name ending; the longest ending wins. */
+export const FORMATS: readonly StoredFormat[] = [jsonlGz, jsonl]
+
+export function formatOf (name: string): StoredFormat | undefined {
+  let found: StoredFormat | undefined
+  for (const format of FORMATS) {
+    if (name.endsWith(format.extension) && (found === undefined || format.extension.length > found.extension.length)) found = format
+  }
+  return found
+}
