@@ -210,7 +210,7 @@ export async function ingestRoutes (fastify: FastifyInstance, { runtime }: { run
     // Refuse at once a body that could not fit in memory now; its bytes are counted as they arrive.
     const length = Number(request.headers['content-length'] ?? 0)
     const { maxInFlightBytes } = pipeline.settings.server
-    if (length > 0 && budget.held > 0 && budget.held + length > maxInFlightBytes) budget.take(length, maxInFlightBytes)
+    if (length > 0) budget.refuseUnlessFits(length, maxInFlightBytes)
   }
   fastify.addHook('onRequest', (request, reply, done) => {
     // 'close' comes on every path: after the answer, or when the client hangs up, resets or is cut

@@ -29,12 +29,17 @@ export class MemoryBudget {
    * one request is always let through, so a body larger than the limit alone is not refused forever.
    */
   take (bytes: number, limit: number): void {
+    this.refuseUnlessFits(bytes, limit)
+    this.#held += bytes
+    this.#onChange(this.#held)
+  }
+
+  /** Throws EVS_ERR_OVERLOADED when `bytes` more could not be taken now; takes nothing. */
+  refuseUnlessFits (bytes: number, limit: number): void {
     if (this.#held + bytes > limit && this.#held > 0) {
       this.#refusedAt = this.#now()
       throw new EVS_ERR_OVERLOADED(this.#held, limit)
     }
-    this.#held += bytes
-    this.#onChange(this.#held)
   }
 
   /** Takes `bytes` whatever the limit: for memory already allocated. */

@@ -1,7 +1,7 @@
-import { copyFile, mkdir, open, rename, rmdir, stat, unlink } from 'node:fs/promises'
+import { copyFile, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { fsyncDir } from '../fs-sync.js'
+import { fsyncDir, pruneEmptyFolders } from '../fs-sync.js'
 import { ConversionError, Converter } from './converter.js'
 import { PARQUET_SUFFIX, SPOOL_SUFFIX, type ConvertOptions } from './parquet.js'
 import type { SpoolFile } from './uploader.js'
@@ -302,15 +302,4 @@ export async function moveIntoPlace (from: string, to: string): Promise<void> {
   await rename(temp, to)
   await fsyncDir(folder)
   await unlink(from)
-}
-
-/** Removes folders left empty below `root` (the writer recreates one that races with this). */
-export async function pruneEmptyFolders (folder: string, root: string): Promise<void> {
-  for (let current = folder; current.startsWith(root + '/'); current = dirname(current)) {
-    try {
-      await rmdir(current)
-    } catch {
-      return
-    }
-  }
 }

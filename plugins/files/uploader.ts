@@ -1,8 +1,8 @@
-import { mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import { isPermanent, type Connection, type PutOptions } from '../../core/plugin-api.js'
-import { fsyncDir } from '../fs-sync.js'
+import { fsyncDir, pruneEmptyFolders } from '../fs-sync.js'
 
 export interface SpoolFile {
   readonly key: string
@@ -189,7 +189,7 @@ export class Uploader {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
       // The spool file is gone: another uploader of this spool (before a reload) finished it.
-      await this.#pruneFolders(dirname(file.path))
+      await pruneEmptyFolders(dirname(file.path), this.#options.spoolDir)
       this.#removed(file)
       return
     }
@@ -227,7 +227,7 @@ export class Uploader {
     this.#options.onAttempt?.(seconds(), 'ok')
     logger.debug({ key: file.key, bytes: file.size }, 'uploaded')
     // Done only once its folders are pruned too: whoever waits for the spool to empty finds it empty.
-    await this.#pruneFolders(dirname(file.path))
+    await pruneEmptyFolders(dirname(file.path), this.#options.spoolDir)
     this.stats.uploaded++
     this.stats.uploadedBytes += file.size
     this.#removed(file)
@@ -264,19 +264,8 @@ export class Uploader {
     await fsyncDir(dirname(target))
     this.#options.logger.error({ key: file.key, quarantinedAt: target, err: { message: err.message, code: (err as { code?: string }).code } },
       'the store refused the upload and retrying cannot help: the file is kept in quarantine (see README, "Replaying quarantined files")')
-    await this.#pruneFolders(dirname(file.path))
+    await pruneEmptyFolders(dirname(file.path), this.#options.spoolDir)
     this.stats.quarantined++
     this.#removed(file)
-  }
-
-  /** Removes folders the spool no longer needs; the writer recreates one if it races with this. */
-  async #pruneFolders (folder: string): Promise<void> {
-    for (let current = folder; current.startsWith(this.#options.spoolDir + '/'); current = dirname(current)) {
-      try {
-        await rmdir(current)
-      } catch {
-        return
-      }
-    }
   }
 }
