@@ -317,7 +317,7 @@ async function runScenario (scenario) {
   const load = await loadFor(dir, scenario.id, scenario.shape, scenario.connections, scenario.routingKeys, target === undefined ? undefined : `${target.prefix}rk-`)
   let maxOpenFiles = 0
   const poll = server !== undefined && scenario.destination.maxOpenFiles !== undefined
-    ? setInterval(() => { stats(server.url).then((s) => { maxOpenFiles = Math.max(maxOpenFiles, s.destinations.all.openFiles) }, () => {}) }, 1000)
+    ? setInterval(() => { stats(server.url).then((s) => { maxOpenFiles = Math.max(maxOpenFiles, s.destinations.all.details.openFiles) }, () => {}) }, 1000)
     : undefined
   let rounds
   try {

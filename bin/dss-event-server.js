@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-import { main } from '../dist/core/cli.js'
-import { builtinTypes } from '../dist/plugins/builtin.js'
+import { main } from '../dist/cli/main.js'
 
-const code = await main(process.argv.slice(2), { builtinTypes })
+const code = await main(process.argv.slice(2))
 if (code !== 0) process.exit(code)

@@ -60,6 +60,8 @@ export interface DestinationStats {
 
 export interface DestinationCounter {
   add(n?: number): void
+  /** What destinations of this name counted so far, across reloads: for `stats()`. */
+  readonly value: number
 }
 
 export interface DestinationHistogram {

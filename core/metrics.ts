@@ -174,12 +174,6 @@ export class Metrics {
     })
   }
 
-  /** What a destination counted so far on a counter its type declared (0 when it declared none). */
-  counted (metric: string, destination: string): number {
-    const declared = this.#declared.get(metric)
-    return declared?.kind === 'counter' ? declared.tally.values.get(destination) ?? 0 : 0
-  }
-
   /** A bounded topic label: DSS's topics and the first others seen, then "other". */
   topic (topic: string): string {
     if (this.#topics.has(topic)) return topic
@@ -222,7 +216,10 @@ export class Metrics {
           this.#exposeTally(metric, help, tally, 'destination')
           return { kind: 'counter', help, tally }
         })
-        return { add: (n = 1) => { tally.add(name, n) } }
+        return {
+          add: (n = 1) => { tally.add(name, n) },
+          get value () { return tally.values.get(name) ?? 0 }
+        }
       },
       histogram: (metric, help, buckets, label): DestinationHistogram => {
         const { histogram } = this.#declare(metric, 'histogram', help, label, () => ({

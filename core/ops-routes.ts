@@ -1,9 +1,11 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import { KeyRing, presentedKey } from './auth.js'
 import { EVS_ERR_ADMIN_AUTH, EVS_ERR_ADMIN_DISABLED, EVS_ERR_STATS_AUTH } from './errors.js'
 import type { MemoryBudget } from './memory-budget.js'
 import type { Destination } from './destination.js'
 import type { Metrics, Tally } from './metrics.js'
+import { HealthSchema, ReadySchema, ReloadSchema, StatsSchema, type StatsAnswer } from './schemas/ops.js'
 import type { SecuritySettings, Settings } from './schemas/settings.js'
 
 /** What the ops routes need from the server around them. */
@@ -31,7 +33,7 @@ function byLabel (tally: Tally): Record<string, number> {
 }
 
 /** `/health`, `/ready`, `/stats`, `/metrics` and `/admin/reload`. */
-export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: { runtime: OpsRuntime }): Promise<void> {
+export const opsRoutes: FastifyPluginAsyncTypebox<{ runtime: OpsRuntime }> = async function opsRoutes (fastify, { runtime: server }) {
   const { metrics, budget, now } = server
   // Key rings per settings version: built once, not per request.
   const rings = new WeakMap<SecuritySettings, { stats: KeyRing, admin: KeyRing }>()
@@ -54,9 +56,9 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
     if (key === undefined || ringsOf(security).stats.match(key) === -1) throw new EVS_ERR_STATS_AUTH()
   }
 
-  fastify.get('/health', async () => ({ status: 'ok' }))
+  fastify.get('/health', { schema: { response: { 200: HealthSchema } } }, async () => ({ status: 'ok' as const }))
 
-  fastify.get('/ready', async (_request, reply) => {
+  fastify.get('/ready', { schema: { response: { 200: ReadySchema, 503: ReadySchema } } }, async (_request, reply) => {
     const reasons: string[] = []
     if (server.closing) reasons.push('shutting down')
     const memory = budget.pressure(server.settings.server.maxInFlightBytes)
@@ -76,7 +78,7 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
     return await metrics.registry.metrics()
   })
 
-  fastify.get('/stats', { onRequest: statsAuth }, async () => {
+  fastify.get('/stats', { onRequest: statsAuth, schema: { response: { 200: StatsSchema } } }, async () => {
     const receivedByTopic = byLabel(metrics.eventsReceived)
     const acceptedByTopic = byLabel(metrics.eventsAccepted)
     const byTopic: Record<string, { received: number, accepted: number }> = {}
@@ -85,15 +87,13 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
     }
     const events = byLabel(metrics.destinationEvents)
     const bytes = byLabel(metrics.destinationBytes)
-    const destinations: Record<string, unknown> = {}
+    const destinations: StatsAnswer['destinations'] = {}
     for (const [name, destination] of server.destinations) {
       const stats = destination.stats?.() ?? {}
       const oldest = typeof stats.oldestPendingAt === 'number' ? stats.oldestPendingAt : undefined
       destinations[name] = {
         eventsWritten: events[name] ?? 0,
         bytesWritten: bytes[name] ?? 0,
-        filesCompleted: metrics.counted('evs_files_completed_total', name),
-        openFiles: stats.openFiles ?? 0,
         pendingBytes: stats.pendingBytes ?? 0,
         oldestPendingAgeS: oldest === undefined ? null : Math.max(0, (now() - oldest) / 1000),
         ready: destination.ready?.() ?? { ready: true },
@@ -123,6 +123,7 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
   })
 
   fastify.post('/admin/reload', {
+    schema: { response: { 200: ReloadSchema } },
     onRequest: async (request) => {
       const { security } = server.settings
       if (security.adminAuthenticationKeys.length === 0) throw new EVS_ERR_ADMIN_DISABLED()
@@ -131,6 +132,6 @@ export async function opsRoutes (fastify: FastifyInstance, { runtime: server }: 
     }
   }, async () => {
     const { warnings } = await server.reload()
-    return { status: 'reloaded', warnings, destinations: [...server.destinations.keys()] }
+    return { status: 'reloaded' as const, warnings, destinations: [...server.destinations.keys()] }
   })
 }

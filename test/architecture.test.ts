@@ -43,10 +43,27 @@ describe('the import rules of docs/architecture.md', () => {
     const outside: string[] = []
     for (const [file, imports] of core) {
       for (const target of imports) {
-        if (target.startsWith('plugins/') || target === 'index.ts' || target.startsWith('../')) outside.push(`${file} -> ${target}`)
+        if (target.startsWith('plugins/') || target.startsWith('cli/') || target === 'index.ts' || target.startsWith('../')) outside.push(`${file} -> ${target}`)
       }
     }
     expect(outside).toEqual([])
+  })
+
+  it('the command line reaches plugins only through the package entry', async () => {
+    const cli = await graph(await sources('cli'))
+    expect(cli.size).toBeGreaterThan(5)
+    const offending: string[] = []
+    for (const [file, imports] of cli) {
+      for (const target of imports) if (target.startsWith('plugins/')) offending.push(`${file} -> ${target}`)
+    }
+    expect(offending).toEqual([])
+    expect([...cli.values()].flat()).toContain('index.ts')
+  })
+
+  it('nothing but the bin script imports the command line', async () => {
+    const all = await graph([...await sources('core'), ...await sources('plugins'), 'index.ts'])
+    const offending = [...all].flatMap(([file, imports]) => imports.filter((t) => t.startsWith('cli/')).map((t) => `${file} -> ${t}`))
+    expect(offending).toEqual([])
   })
 
   it('plugins import core/plugin-api.ts and nothing else of the core', async () => {

@@ -191,7 +191,7 @@ describe('files destination accept()', () => {
       now: () => clock.t,
       connection: (name) => name === 'local' ? connection : undefined,
       metrics: {
-        counter: (name) => ({ add: () => { if (name === 'evs_files_completed_total') sealed.push(clock.t) } }),
+        counter: (name) => ({ add: () => { if (name === 'evs_files_completed_total') sealed.push(clock.t) }, value: 0 }),
         histogram: () => ({ observe: () => {} }),
         gauge: () => {},
         error: () => {}

@@ -31,7 +31,7 @@ describe('statistics and metrics', () => {
     await app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/json' }, payload: '{"bad"' })
     await app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/xml' }, payload: '<a/>' })
     // A file is completed just after the commit that acknowledged its events.
-    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().destinations.all.filesCompleted === 4, 'files completed')
+    await eventually(async () => (await app.inject({ method: 'GET', url: '/stats' })).json().destinations.all.details.filesCompleted === 4, 'files completed')
     return { app, dir }
   }
 
@@ -49,7 +49,7 @@ describe('statistics and metrics', () => {
       byTopic: { generic: { received: 2, accepted: 2 }, authfail: { received: 1, accepted: 1 }, 'apinode-query': { received: 1, accepted: 1 } }
     })
     expect(stats.requests).toEqual({ accepted: 3, rejected: 3, rejectedByReason: { EVS_ERR_BODY_INVALID_JSON: 2, EVS_ERR_MEDIA_TYPE_UNSUPPORTED: 1 } })
-    expect(stats.destinations.all).toMatchObject({ eventsWritten: 4, filesCompleted: 4, openFiles: 0, pendingBytes: 0, oldestPendingAgeS: null })
+    expect(stats.destinations.all).toMatchObject({ eventsWritten: 4, pendingBytes: 0, oldestPendingAgeS: null, details: { filesCompleted: 4, openFiles: 0 } })
     expect(stats.destinations.all.bytesWritten).toBeGreaterThan(200)
     expect(stats.lastError).toBeNull()
   })

@@ -182,8 +182,7 @@ describe('dss-event-server query (command line)', () => {
 
   it('on a terminal: a table fitting its width by default, and a summary on stderr', async () => {
     const { Writable } = await import('node:stream')
-    const { queryCommand } = await import('../core/query-command.js')
-    const { builtinTypes } = await import('../plugins/builtin.js')
+    const { queryCommand } = await import('../cli/query-command.js')
     const fake = (columns: number): NodeJS.WriteStream & { text: () => string } => {
       let text = ''
       const stream = new Writable({ write (chunk: Buffer, _e, done) { text += chunk.toString(); done() } })
@@ -194,7 +193,7 @@ describe('dss-event-server query (command line)', () => {
     const cwd = process.cwd()
     process.chdir(dir)
     try {
-      expect(await queryCommand({ config: 'settings.json', destination: 'audit', order: 'time' }, { stdout, stderr, builtinTypes })).toBe(0)
+      expect(await queryCommand({ config: 'settings.json', destination: 'audit', order: 'time' }, { stdout, stderr })).toBe(0)
     } finally {
       process.chdir(cwd)
     }

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { BIN } from './child-server.js'
 import { fsSettings, readEvents, start, tempDir } from './helpers.js'
-import { parseDuration } from '../core/sender.js'
+import { parseDuration } from '../cli/parse-duration.js'
 
 async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return await promisify(execFile)(process.execPath, [BIN, ...args])

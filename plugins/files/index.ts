@@ -480,6 +480,7 @@ export class FilesDestination implements Destination {
     const uploads = this.#uploader?.stats
     return {
       connection: this.#connection?.name,
+      filesCompleted: this.#metrics.completed.value,
       ...this.#writer?.stats,
       ...(this.#integrity !== undefined ? { integrity: this.#integrity.stats() } : {}),
       ...(this.#options.format === 'parquet' && this.#stage !== undefined ? { parquet: { ...this.#stage.stats } } : {}),

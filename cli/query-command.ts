@@ -1,8 +1,7 @@
-import { newQueryStats, type QueryProblem, type QueryStats } from './destination.js'
-import type { BuiltinType } from './registry.js'
-import { queryEvents, type QueryEventsOptions } from './query.js'
+import { newQueryStats, type QueryProblem, type QueryStats } from '../core/destination.js'
+import { queryEvents, type QueryEventsOptions } from '../index.js'
+import { parseDuration } from './parse-duration.js'
 import { EventWriter, GroupCounter, OUTPUT_FORMATS, parseFields, type OutputFormat, type Sink } from './query-output.js'
-import { parseDuration } from './sender.js'
 
 export const QUERY_USAGE = `  query    Read back the events a destination stored, with no server running:
            query [--config FILE] [--destination NAME] [--from TIME] [--to TIME]
@@ -35,8 +34,6 @@ function progress (stats: QueryStats, elapsedS: number): string {
 interface QueryCommandContext {
   stdout?: NodeJS.WriteStream
   stderr?: NodeJS.WriteStream
-  /** Types known by name without a `plugins` entry: the entry point hands in plugins/builtin.ts. */
-  builtinTypes?: readonly BuiltinType[]
 }
 
 /** stdout with back-pressure, written in large pieces; stops quietly when the reader went away (`| head`). */
@@ -70,7 +67,7 @@ function stdoutSink (stdout: NodeJS.WriteStream, onClosed: () => void): { sink: 
 }
 
 /** `dss-event-server query`: resolves with the exit code. */
-export async function queryCommand (values: QueryArgs, { stdout = process.stdout, stderr = process.stderr, builtinTypes }: QueryCommandContext = {}): Promise<number> {
+export async function queryCommand (values: QueryArgs, { stdout = process.stdout, stderr = process.stderr }: QueryCommandContext = {}): Promise<number> {
   const fail = (message: string): number => {
     stderr.write(`${message}\n`)
     return 2
@@ -120,7 +117,6 @@ export async function queryCommand (values: QueryArgs, { stdout = process.stdout
     const config = last(values.config)
     const options: QueryEventsOptions = {
       ...(config !== undefined ? { settingsFile: config } : { document: {}, baseDir: process.cwd() }),
-      ...(builtinTypes !== undefined ? { builtinTypes } : {}),
       ...(last(values.destination) !== undefined ? { destination: last(values.destination) as string } : {}),
       ...(last(values.from) !== undefined ? { from: last(values.from) as string } : {}),
       ...(last(values.to) !== undefined ? { to: last(values.to) as string } : {}),

@@ -1,5 +1,5 @@
-import type { StoredEvent } from './destination.js'
-import { fieldValue, parseFieldPath, valueText, type FieldPath } from './where.js'
+import type { StoredEvent } from '../core/destination.js'
+import { fieldValue, parseFieldPath, valueText, type FieldPath } from '../core/where.js'
 
 export type OutputFormat = 'ndjson' | 'table' | 'csv'
 export const OUTPUT_FORMATS: readonly OutputFormat[] = ['ndjson', 'table', 'csv']
