@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util'
 import { gunzipSync } from 'node:zlib'
 import { SCENARIOS, SHAPES, TARGET_SCENARIOS, CONNECTION_SWEEP, ROUTING_KEY_SWEEP, scenarioName } from './scenarios.mjs'
 import { pickLoadGenerator, writeWrkScript, runWrk, runAutocannon } from './load.mjs'
-import { IdLedger, RUN_STRIDE, scanFolder, scanLines } from './verify.mjs'
+import { folderSizes, IdLedger, RUN_STRIDE, scanFolder, scanLines } from './verify.mjs'
 import { sweepCharts } from './charts.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -319,6 +319,7 @@ async function runScenario (scenario) {
   const poll = server !== undefined && scenario.destination.maxOpenFiles !== undefined
     ? setInterval(() => { stats(server.url).then((s) => { maxOpenFiles = Math.max(maxOpenFiles, s.destinations.all.details.openFiles) }, () => {}) }, 1000)
     : undefined
+  const before = target?.out === undefined ? undefined : await folderSizes(target.out)
   let rounds
   try {
     rounds = await pairedRounds(sides, load)
@@ -336,7 +337,7 @@ async function runScenario (scenario) {
     verification.serverWarnings = warnings(server.process.output())
     if (scenario.destination.maxOpenFiles !== undefined && maxOpenFiles > scenario.destination.maxOpenFiles) verification.failures.push(`${maxOpenFiles} files open, over the cap of ${scenario.destination.maxOpenFiles}`)
   } else if (target.out !== undefined) {
-    verification = check({ written: await settledFolder(target.out, ledger), ledger, settled: undefined, s: main, unique: shape.unique })
+    verification = check({ written: await settledFolder(target.out, ledger, before), ledger, settled: undefined, s: main, unique: shape.unique })
   }
   await Promise.all([stop(raw.process), stop(parse.process), s3 === undefined ? undefined : stop(s3)])
   if (KEEP) console.log(`  kept ${dir}`)
@@ -367,15 +368,15 @@ function warnings (output) {
 }
 
 /** A peer writes in its own time: count its output until it stops growing for two seconds. */
-async function settledFolder (dir, ledger) {
+async function settledFolder (dir, ledger, since) {
   let last = -1
   for (let i = 0; i < 60; i++) {
-    const { lines } = await scanFolder(dir, undefined)
+    const { lines } = await scanFolder(dir, undefined, since)
     if (lines === last) break
     last = lines
     await new Promise((resolve) => setTimeout(resolve, 2000))
   }
-  return await scanFolder(dir, ledger)
+  return await scanFolder(dir, ledger, since)
 }
 
 async function connectionSweep () {

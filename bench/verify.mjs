@@ -1,7 +1,7 @@
 // Counting what a server wrote: lines, and for bodies with unique ids, which ids are there, which
 // twice, which missing. Ids are laid out per load run and sending thread (see bench/wrk/events.lua):
 // run * 1e10 + thread * 1e9 + the event's number in that thread.
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 
@@ -84,13 +84,31 @@ export async function listFiles (dir) {
   }
 }
 
-/** Lines and ids in the files under `dir` (gzip files decompressed). */
-export async function scanFolder (dir, ledger) {
+/** The size of every file under `dir`: where a later scan starts (`scanFolder(dir, ledger, since)`). */
+export async function folderSizes (dir) {
+  const sizes = new Map()
+  for (const file of await listFiles(dir)) sizes.set(file, (await stat(file)).size)
+  return sizes
+}
+
+/**
+ * Lines and ids in the files under `dir` (gzip files decompressed). With `since` (folderSizes()
+ * taken earlier), only what was appended after it: a server that is not ours (--target) writes the
+ * lines of every scenario into the same folder.
+ */
+export async function scanFolder (dir, ledger, since = undefined) {
   const totals = { lines: 0, unknown: 0, files: 0 }
   for (const file of await listFiles(dir)) {
+    const from = since?.get(file) ?? 0
     const data = await readFile(file)
+    if (data.length <= from) continue
     totals.files++
-    scanLines(file.endsWith('.gz') ? gunzipSync(data) : data, ledger, totals)
+    if (file.endsWith('.gz')) {
+      // Compressed files are not appended to in place by any server we know of: a file seen before counts once.
+      if (from === 0) scanLines(gunzipSync(data), ledger, totals)
+    } else {
+      scanLines(data.subarray(from), ledger, totals)
+    }
   }
   return totals
 }

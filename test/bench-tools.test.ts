@@ -5,7 +5,13 @@ interface Totals { lines: number, unknown: number, files: number }
 interface Ledger { add(idBase: number, tid: number, events: number): void, tally(): { distinct: number, duplicated: number, missing: number } }
 const verifyPath = '../bench/verify.mjs'
 const svgPath = '../bench/svg.mjs'
-const { IdLedger, RUN_STRIDE, scanLines } = await import(verifyPath) as { IdLedger: new () => Ledger, RUN_STRIDE: number, scanLines(data: Buffer, ledger: Ledger | undefined, totals: Totals): void }
+const { IdLedger, RUN_STRIDE, scanLines, folderSizes, scanFolder } = await import(verifyPath) as {
+  IdLedger: new () => Ledger
+  RUN_STRIDE: number
+  scanLines(data: Buffer, ledger: Ledger | undefined, totals: Totals): void
+  folderSizes(dir: string): Promise<Map<string, number>>
+  scanFolder(dir: string, ledger: Ledger | undefined, since?: Map<string, number>): Promise<Totals>
+}
 const { lineChart } = await import(svgPath) as { lineChart(spec: unknown): string }
 
 const line = (id: number | string): string => `{"clientEvent":{"msgType":"x","seq":${id}},"serverTimestamp":"t"}\n`
@@ -26,6 +32,30 @@ describe('benchmark loss check', () => {
     const totals = { lines: 0, unknown: 0, files: 0 }
     scanLines(Buffer.from('{"a":1}\n\n{"a":2}'), undefined, totals)
     expect(totals.lines).toBe(2)
+  })
+})
+
+describe('benchmark loss check against a server that is not ours (--target)', () => {
+  it('counts only what was appended since a scenario started: the target writes every scenario into one folder', async () => {
+    const { mkdtemp, writeFile, appendFile, mkdir, rm } = await import('node:fs/promises')
+    const { join } = await import('node:path')
+    const { tmpdir } = await import('node:os')
+    const dir = await mkdtemp(join(tmpdir(), 'evs-bench-tools-'))
+    try {
+      await mkdir(join(dir, 'a'))
+      // The previous scenario used the same ids (each scenario's ledger starts at run 0).
+      await writeFile(join(dir, 'a', 'one.jsonl'), line(0) + line(1))
+      const since = await folderSizes(dir)
+      await appendFile(join(dir, 'a', 'one.jsonl'), line(0))
+      await writeFile(join(dir, 'a', 'two.jsonl'), line(1))
+      const ledger = new IdLedger()
+      ledger.add(0, 0, 2)
+      expect(await scanFolder(dir, ledger, since)).toEqual({ lines: 2, unknown: 0, files: 2 })
+      expect(ledger.tally()).toEqual({ distinct: 2, duplicated: 0, missing: 0 })
+      expect((await scanFolder(dir, undefined)).lines).toBe(4)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
 
