@@ -32,7 +32,48 @@ async function writer (dir: string, extra: Partial<ConstructorParameters<typeof 
   })
 }
 
+describe('partition writer: names of new files', () => {
+  it('durability fsync without a commit log: a new file\'s folders are synced before its first lines are answered', async () => {
+    const dir = await tempDir()
+    const w = await writer(dir)
+    await Promise.all(Array.from({ length: 3 }, async (_, k) => await w.append(`t/k${k}`, '', [Buffer.from(`{"k":${k}}\n`)])))
+    // k0, k1, k2, t/ and out/: t/ is shared, synced once per commit that needs it.
+    expect(w.stats.folderSyncs).toBeGreaterThanOrEqual(5)
+    await w.flush()
+  })
+
+  it('durability write: folders are synced when the file is sealed, not when it is created', async () => {
+    const dir = await tempDir()
+    const w = await writer(dir, { durability: 'write' })
+    await w.append('t/k0', '', [Buffer.from('{"k":0}\n')])
+    expect(w.stats.folderSyncs).toBe(0)
+    await w.flush()
+    // k0/, t/, out/ and the folder where mkdir made out/.
+    expect(w.stats).toMatchObject({ filesSealed: 1, folderSyncs: 4 })
+  })
+})
+
 describe('partition writer with a commit log', () => {
+  it('answers before the new files\' folders are synced; the checkpoint syncs each folder once, before the log lets go', async () => {
+    const dir = await tempDir()
+    let now = 0
+    const log = new CommitLog(join(dir, 'log'), silent, () => now)
+    await log.start()
+    onCleanup(async () => await log.close())
+    const w = await writer(dir, { commitLog: log, checkpointBytes: 1 << 30, checkpointMs: 1000, now: () => now })
+    // Ten new files, each in a new folder of a new topic folder: out/t/k<N>/.
+    await Promise.all(Array.from({ length: 10 }, async (_, k) => await w.append(`t/k${k}`, '', [Buffer.from(`{"k":${k}}\n`)])))
+    expect(w.stats).toMatchObject({ filesOpened: 10, linesWritten: 10, folderSyncs: 0 })
+    // The next commit after checkpointMs checkpoints: the ten file folders, t/, out/ and the folder
+    // where mkdir made out/, once each.
+    now = 2000
+    await w.append('t/k0', '', [Buffer.from('{"k":0}\n')])
+    await vi.waitFor(() => { expect(w.stats.folderSyncs).toBe(13) })
+    await w.flush()
+    expect(w.stats.folderSyncs).toBe(13)
+    expect((await readdir(join(dir, 'out', 't'))).length).toBe(10)
+  })
+
   it('checkpoints: syncs the files a segment covers and deletes the segment, keeping every line', async () => {
     const dir = await tempDir()
     const log = new CommitLog(join(dir, 'log'), silent, Date.now)

@@ -16,6 +16,8 @@ export interface WriterStats {
   linesWritten: number
   commits: number
   syncs: number
+  /** fsyncs of folders, making new files' names durable. */
+  folderSyncs: number
 }
 
 export type Counters = Omit<WriterStats, 'openFiles' | 'activeFiles'>
@@ -44,6 +46,11 @@ export class OpenFile {
   size = 0
   /** Bytes actually in the file. */
   written = 0
+  /**
+   * Folders whose entries (this file's, and new folders') are not durable yet: synced at the next
+   * checkpoint or seal when the mode defers them, else before the first commit is answered.
+   */
+  unsyncedFolders: string[] | undefined
   /** Syncs in flight for this file: sealing waits for them. */
   readonly syncs = new Set<Promise<void>>()
 
@@ -77,6 +84,8 @@ export interface CommitContext {
   readonly counters: Counters
   readonly logger: FastifyBaseLogger
   now(): number
+  /** Syncs the folders the files' creation left unsynced (see OpenFile.unsyncedFolders). */
+  syncFolders(files: Iterable<OpenFile>): Promise<void>
   onWritten?(bytes: number): void
   onSynced?(seconds: number): void
   /** Marks a file failed (logged once) and retires it. */
@@ -97,6 +106,12 @@ export interface CommitMode {
   beforeSeal(file: OpenFile): Promise<void>
   /** The file is sealed: forget what the mode kept for it. */
   sealed(file: OpenFile): void
+  /**
+   * A new file's folder entries need not be durable before its first commit is answered: the
+   * commit log holds the events (recovery recreates a lost file from it), or durability is `write`.
+   * They are synced at the file's seal, or at the checkpoint that lets the log go.
+   */
+  readonly defersFolderSync: boolean
   /** Nothing of this mode runs in the background (syncs, checkpoints). */
   readonly idle: boolean
   /** Committed bytes held in memory, not yet written to their files. */

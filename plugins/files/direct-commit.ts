@@ -11,10 +11,12 @@ export class DirectCommit implements CommitMode {
   readonly #pipelinedCommits: number
   readonly #syncing = new Set<Promise<void>>()
   readonly deferredBytes = 0
+  readonly defersFolderSync: boolean
 
   constructor (context: CommitContext, options: { durability: 'fsync' | 'write', pipelinedCommits: number }) {
     this.#context = context
     this.#fsync = options.durability === 'fsync'
+    this.defersFolderSync = !this.#fsync
     this.#pipelinedCommits = options.pipelinedCommits
   }
 

@@ -46,6 +46,7 @@ export class LoggedCommit implements CommitMode {
   #checkpointing: Promise<void> | undefined
   /** A deferred write failed: keep every log segment, so a restart replays what the files lack. */
   #pinLog = false
+  readonly defersFolderSync = true
 
   constructor (context: CommitContext, options: LoggedCommitOptions) {
     this.#context = context
@@ -65,7 +66,10 @@ export class LoggedCommit implements CommitMode {
 
   async admit (): Promise<void> {}
 
-  /** Only a new file: its creation must be journalled before its first record is logged. */
+  /**
+   * Only a new file: its creation must be journalled before its first record is logged (its
+   * folders are synced later, see defersFolderSync).
+   */
   needsDescriptor (file: OpenFile): boolean {
     return !file.created
   }
@@ -208,6 +212,8 @@ export class LoggedCommit implements CommitMode {
           file.syncs.delete(sync)
         }
       }
+      // The log let go of these files' events: their names must now survive a crash on their own.
+      await this.#context.syncFolders(files)
       if (!this.#pinLog) await this.#log.remove(segment)
     } catch (err) {
       // The segment stays: a restart replays it, which is harmless.

@@ -1,7 +1,7 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { fsyncDir } from '../fs-sync.js'
+import { foldersOfNewFile, fsyncDirs } from '../fs-sync.js'
 import { Appender } from './appender.js'
 import { compressLines } from './compression.js'
 import type { CommitLog } from './commit-log.js'
@@ -88,7 +88,7 @@ export class PartitionWriter {
   readonly #sealing = new Set<Promise<void>>()
   readonly #descriptors: DescriptorCache<OpenFile>
   readonly #mode: CommitMode
-  readonly #counters: Counters = { filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0 }
+  readonly #counters: Counters = { filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0, folderSyncs: 0 }
   #committing = false
   #scheduled = false
   #idle: Deferred | undefined
@@ -103,6 +103,7 @@ export class PartitionWriter {
       counters: this.#counters,
       logger: options.logger,
       now: options.now,
+      syncFolders: async (files) => { await this.#syncFolders(files) },
       ...(options.onWritten !== undefined ? { onWritten: options.onWritten } : {}),
       ...(options.onSynced !== undefined ? { onSynced: options.onSynced } : {}),
       fail: (file, err) => { this.#fail(file, err) },
@@ -285,6 +286,7 @@ export class PartitionWriter {
       } finally {
         await handle.close()
       }
+      await this.#syncFolders([file])
     }
     this.#mode.sealed(file)
     const sealed: SealedFile = { seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt }
@@ -318,10 +320,26 @@ export class PartitionWriter {
         continue
       }
       file.created = true
-      await syncNewFolders(dirname(path), created)
+      file.unsyncedFolders = foldersOfNewFile(dirname(path), created)
+      if (!this.#mode.defersFolderSync) await this.#syncFolders([file])
       this.#counters.filesOpened++
       return handle
     }
+  }
+
+  /** Each folder once, whatever the number of files in it; two at a time (the thread pool has four threads). */
+  async #syncFolders (files: Iterable<OpenFile>): Promise<void> {
+    const folders = new Set<string>()
+    const synced: OpenFile[] = []
+    for (const file of files) {
+      if (file.unsyncedFolders === undefined) continue
+      for (const folder of file.unsyncedFolders) folders.add(folder)
+      synced.push(file)
+    }
+    if (folders.size === 0) return
+    await fsyncDirs(folders, 2)
+    this.#counters.folderSyncs += folders.size
+    for (const file of synced) file.unsyncedFolders = undefined
   }
 
   #busy (): boolean {
@@ -338,15 +356,5 @@ export class PartitionWriter {
   async #whenIdle (): Promise<void> {
     if (!this.#busy()) return
     await (this.#idle ??= new Deferred()).promise
-  }
-}
-
-/** fsyncs the folder of a new file, and the parents of every folder mkdir created for it. */
-async function syncNewFolders (folder: string, firstCreated: string | undefined): Promise<void> {
-  await fsyncDir(folder)
-  if (firstCreated === undefined) return
-  const stop = dirname(firstCreated)
-  for (let current = folder; current !== stop && current !== dirname(current); current = dirname(current)) {
-    await fsyncDir(dirname(current))
   }
 }

@@ -3,6 +3,7 @@ import { basename, dirname, join, relative, sep } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import type { FastifyBaseLogger } from 'fastify'
 import { EVS_ERR_RECOVERY } from '../../core/plugin-api.js'
+import { foldersOfNewFile, fsyncDirs } from '../fs-sync.js'
 import type { CommitLog } from './commit-log.js'
 import type { Journal } from './journal.js'
 import type { Compression } from './partition-writer.js'
@@ -75,7 +76,7 @@ async function replayCommitLog (log: CommitLog, open: ReadonlySet<string>, local
   let records = 0
   for (const [key, list] of writes) {
     const path = localPath(key)
-    await mkdir(dirname(path), { recursive: true })
+    const created = await mkdir(dirname(path), { recursive: true })
     const handle = await openOrCreate(path)
     try {
       let end = 0
@@ -89,6 +90,9 @@ async function replayCommitLog (log: CommitLog, open: ReadonlySet<string>, local
     } finally {
       await handle.close()
     }
+    // The log is cleared next: the file's name must survive a crash on its own (its folders' syncs
+    // may have been deferred to a checkpoint that never came).
+    await fsyncDirs(foldersOfNewFile(dirname(path), created), 2)
   }
   return { records, files: writes.size, torn }
 }
