@@ -118,6 +118,35 @@ async function resetPeakRss (pid) {
   try { await writeFile(`/proc/${pid}/clear_refs`, '5') } catch {}
 }
 
+/**
+ * CPU seconds a process used so far (user and system, threads that ended included) and those of
+ * its main thread (the JavaScript thread; the rest is libuv's pool, which runs the fdatasyncs and
+ * file writes, and V8's helpers): where a server's time per event goes.
+ */
+async function cpuSeconds (pid) {
+  const ticks = async (path) => {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const text = await readFile(path, 'utf8')
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+    return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 }
+  }
+  try {
+    const [all, main] = await Promise.all([ticks(`/proc/${pid}/stat`), ticks(`/proc/${pid}/task/${pid}/stat`)])
+    return { user: all.user, system: all.system, mainUser: main.user, mainSystem: main.system }
+  } catch {
+    return undefined
+  }
+}
+
+/** CPU microseconds per event between two cpuSeconds() readings. */
+function cpuPerEvent (before, after, events) {
+  if (before === undefined || after === undefined || events === 0) return undefined
+  const us = (s) => Math.round(s / events * 1e6 * 10) / 10
+  const main = (after.mainUser - before.mainUser) + (after.mainSystem - before.mainSystem)
+  const total = (after.user - before.user) + (after.system - before.system)
+  return { total: us(total), main: us(main), mainSystem: us(after.mainSystem - before.mainSystem), others: us(total - main), othersSystem: us((after.system - before.system) - (after.mainSystem - before.mainSystem)) }
+}
+
 async function startServer (dir, name, destination, s3) {
   const connection = s3 === undefined
     ? { type: 'filesystem', root: './out' }
@@ -177,6 +206,7 @@ const median = (xs) => {
 async function measure (s, load, seconds) {
   const idBase = s.runs++ * RUN_STRIDE
   if (s.pid !== undefined) await resetPeakRss(s.pid)
+  const cpuBefore = s.pid === undefined ? undefined : await cpuSeconds(s.pid)
   const common = { url: s.url, connections: load.connections, seconds, idBase }
   const r = loadGenerator.name === 'wrk'
     ? await runWrk({ ...common, script: load.script, threads: THREADS })
@@ -186,6 +216,7 @@ async function measure (s, load, seconds) {
   s.sentEvents += r.sentPerThread.reduce((a, b) => a + b, 0) * events
   s.okEvents += r.ok * events
   s.bad += r.bad
+  const cpu = cpuPerEvent(cpuBefore, s.pid === undefined ? undefined : await cpuSeconds(s.pid), r.ok * events)
   const peak = s.pid === undefined ? undefined : await peakRssMb(s.pid)
   if (peak !== undefined) s.peakRssMb = Math.max(s.peakRssMb, peak)
   return {
@@ -195,6 +226,7 @@ async function measure (s, load, seconds) {
     p99Ms: r.latencyMs.p99,
     maxMs: r.latencyMs.max,
     peakRssMb: peak,
+    cpuUsPerEvent: cpu,
     ok: r.ok,
     bad: r.bad,
     durationS: r.durationS
@@ -203,7 +235,7 @@ async function measure (s, load, seconds) {
 
 const fmt = (n, digits = 0) => n === undefined || Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const ms = (n) => fmt(n, n < 10 ? 2 : 1)
-const roundLine = (label, r) => `${label.padEnd(18)} ${fmt(r.eventsPerS).padStart(10)} events/s ${fmt(r.requestsPerS).padStart(8)} req/s   p50 ${ms(r.p50Ms).padStart(6)}  p99 ${ms(r.p99Ms).padStart(7)}  max ${ms(r.maxMs).padStart(7)} ms   peak RSS ${r.peakRssMb === undefined ? '–' : r.peakRssMb} MB${r.bad > 0 ? `   ${r.bad} failed` : ''}`
+const roundLine = (label, r) => `${label.padEnd(18)} ${fmt(r.eventsPerS).padStart(10)} events/s ${fmt(r.requestsPerS).padStart(8)} req/s   p50 ${ms(r.p50Ms).padStart(6)}  p99 ${ms(r.p99Ms).padStart(7)}  max ${ms(r.maxMs).padStart(7)} ms   peak RSS ${r.peakRssMb === undefined ? '–' : r.peakRssMb} MB${r.cpuUsPerEvent === undefined ? '' : `   CPU ${r.cpuUsPerEvent.total} µs/event (JS thread ${r.cpuUsPerEvent.main}, of it kernel ${r.cpuUsPerEvent.mainSystem}; other threads ${r.cpuUsPerEvent.others})`}${r.bad > 0 ? `   ${r.bad} failed` : ''}`
 
 function summary (rounds) {
   return {
@@ -213,7 +245,10 @@ function summary (rounds) {
     p99Ms: median(rounds.map((r) => r.p99Ms)),
     worstP99Ms: Math.max(...rounds.map((r) => r.p99Ms)),
     maxMs: Math.max(...rounds.map((r) => r.maxMs)),
-    peakRssMb: rounds.some((r) => r.peakRssMb !== undefined) ? Math.max(...rounds.map((r) => r.peakRssMb ?? 0)) : undefined
+    peakRssMb: rounds.some((r) => r.peakRssMb !== undefined) ? Math.max(...rounds.map((r) => r.peakRssMb ?? 0)) : undefined,
+    cpuUsPerEvent: rounds.some((r) => r.cpuUsPerEvent !== undefined)
+      ? Object.fromEntries(['total', 'main', 'mainSystem', 'others', 'othersSystem'].map((k) => [k, median(rounds.map((r) => r.cpuUsPerEvent?.[k]))]))
+      : undefined
   }
 }
 
@@ -475,7 +510,7 @@ function targets (results) {
 }
 
 function scenarioTable (results, mainLabel) {
-  const head = ['scenario', 'side', 'events/s', 'requests/s', 'p50 ms', 'p99 ms', 'worst p99 ms', 'max ms', 'peak RSS MB', 'vs bare', 'vs bare+parse']
+  const head = ['scenario', 'side', 'events/s', 'requests/s', 'p50 ms', 'p99 ms', 'worst p99 ms', 'max ms', 'peak RSS MB', 'CPU µs/event (JS thread)', 'vs bare', 'vs bare+parse']
   const rows = [head]
   for (const r of results) {
     for (const label of [mainLabel, 'bare', 'bare+parse']) {
@@ -485,6 +520,7 @@ function scenarioTable (results, mainLabel) {
         label,
         fmt(s.eventsPerS), fmt(s.requestsPerS), ms(s.p50Ms), ms(s.p99Ms), ms(s.worstP99Ms), ms(s.maxMs),
         s.peakRssMb === undefined ? '–' : String(s.peakRssMb),
+        s.cpuUsPerEvent === undefined ? '–' : `${s.cpuUsPerEvent.total} (${s.cpuUsPerEvent.main})`,
         label === mainLabel ? fmt(r.ratios.bare, 2) : '',
         label === mainLabel ? fmt(r.ratios['bare+parse'], 2) : ''
       ])
