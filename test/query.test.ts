@@ -5,8 +5,9 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { newQueryStats, type QueryProblem, type StoredEvent } from '../core/destination.js'
 import { queryEvents, type QueryEventsOptions } from '../index.js'
+import { compressLines } from '../plugins/files/compression.js'
 import { listFiles } from './helpers.js'
-import { expected, HOUR, ROUTING_KEYS, T0, timeRanges, trailEvents, USERS, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from './query-trail.js'
+import { expected, HOUR, instanceOptions, ROUTING_KEYS, T0, timeRanges, trailEvents, USERS, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from './query-trail.js'
 
 function fsWriter (dir: string, layout: Record<string, unknown> = {}): TrailWriter {
   return {
@@ -14,7 +15,7 @@ function fsWriter (dir: string, layout: Record<string, unknown> = {}): TrailWrit
     document: (extra = {}) => ({
       server: { instanceId: extra.instanceId ?? 'reader', stateDir: extra.stateDir ?? './state', trustedProxies: ['127.0.0.1'] },
       connections: { store: { type: 'filesystem', root: './out' } },
-      destinations: [{ name: 'audit', connection: 'store', path: 'audit', compression: extra.compression ?? 'none', ...layout }]
+      destinations: [{ name: 'audit', connection: 'store', path: 'audit', ...instanceOptions(extra), ...layout }]
     })
   }
 }
@@ -44,13 +45,19 @@ describe('query: reading back a filesystem trail', () => {
     writer = fsWriter(dir)
     events = trailEvents()
     close = (await writeTrail(writer, events, true)).close
-    // Files still being written: a .jsonl with half a line, a .jsonl.gz with half a gzip member.
+    // Files still being written: a .jsonl with half a line, a .jsonl.gz with half a gzip member,
+    // a .jsonl.zst with half a zstd frame.
     const files = await listFiles(join(dir, 'out'))
+    expect(files.filter((f) => f.endsWith('.parquet')).length).toBeGreaterThan(0)
     const plain = files.filter((f) => f.includes('/q-3_') && f.endsWith('.jsonl')).at(-1) as string
     const gz = files.filter((f) => f.includes('/q-2_') && f.endsWith('.jsonl.gz')).at(-1) as string
+    const zst = files.filter((f) => f.includes('/q-4_') && f.endsWith('.jsonl.zst')).at(-1) as string
     await appendFile(join(dir, 'out', plain), '{"clientEvent":{"id":99999,"authUser":"admin"},"origAd')
-    const member = gzipSync(`{"clientEvent":{"id":99998,"authUser":"admin","pad":"${'x'.repeat(300)}"},"origAddress":"1.2.3.4","serverTimestamp":"2026-11-25T10:00:00.000+0000"}\n`)
+    const line = `{"clientEvent":{"id":99998,"authUser":"admin","pad":"${'x'.repeat(300)}"},"origAddress":"1.2.3.4","serverTimestamp":"2026-11-25T10:00:00.000+0000"}\n`
+    const member = gzipSync(line)
     await appendFile(join(dir, 'out', gz), member.subarray(0, member.length >> 1))
+    const frame = await compressLines('zstd', [Buffer.from(line)])
+    await appendFile(join(dir, 'out', zst), frame.subarray(0, frame.length >> 1))
   }, 120_000)
 
   afterAll(async () => {
@@ -60,13 +67,13 @@ describe('query: reading back a filesystem trail', () => {
 
   const base = (): QueryEventsOptions => ({ document: writer.document(), baseDir: dir })
 
-  it('returns every event once, from plain and gzip files, sealed and still open, and counts the open tails', async () => {
+  it('returns every event once, from plain, gzip, zstd and Parquet files, sealed and still open, and counts the open tails', async () => {
     const stats = newQueryStats()
     const problems: QueryProblem[] = []
     const found = await ids({ ...base(), stats, onProblem: (p) => problems.push(p) })
     expect(sorted(found)).toEqual(expected(events, {}))
     expect(problems).toEqual([])
-    expect(stats.filesPartial).toBe(2)
+    expect(stats.filesPartial).toBe(3)
     expect(stats.eventsMatched).toBe(events.length)
     expect(stats.filesUnreadable).toBe(0)
   })

@@ -22,6 +22,7 @@ const FOLLOW_INTERVAL_STORE_MS = 10_000
 
 interface Reading {
   readonly pool: BlockPool
+  readonly zone: ZonedTime
   readonly connection: Connection
   readonly stats: QueryStats
   readonly signal: AbortSignal | undefined
@@ -45,7 +46,8 @@ function missing (err: unknown): boolean {
 async function * fileEvents (reading: Reading, file: PlannedFile, cursor: ReadCursor, position: { cursor: ReadCursor }, blockBytes = BLOCK_BYTES): AsyncGenerator<StoredEvent[]> {
   const format = formatOf(file.key)
   if (format === undefined) return
-  const decoded = format.decode({ key: file.key, size: file.size, pool: reading.pool, connection: reading.connection, stats: reading.stats, signal: reading.signal, blockBytes }, cursor)
+  const { connection, stats, signal, pool, zone, filter: { from, to } } = reading
+  const decoded = format.decode({ key: file.key, size: file.size, pool, zone, from, to, connection, stats, signal, blockBytes }, cursor)
   const scanner = new LineScanner(reading.filter, {
     key: file.key,
     topic: file.topic === undefined ? undefined : decodeSegment(file.topic),
@@ -333,8 +335,8 @@ async function sleep (ms: number, signal: AbortSignal | undefined): Promise<void
 
 /**
  * `read` of the files destination: lists only the folders of its layout that can hold events of
- * the query (time range, topics, routing keys), reads `.jsonl` and `.jsonl.gz` files (see
- * formats.ts) a block at a time, and parses only the lines that can match.
+ * the query (time range, topics, routing keys), reads `.jsonl`, `.jsonl.gz`, `.jsonl.zst` and
+ * `.parquet` files (see formats.ts) a block at a time, and parses only the lines that can match.
  */
 export async function * readFilesDestination (options: LayoutOptions & { connection: string }, context: DestinationReadContext, query: EventQuery): AsyncGenerator<StoredEvent> {
   const connection = context.connection(options.connection)
@@ -371,6 +373,7 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
   if (query.where !== undefined) tests.push(query.where)
   const reading: Reading = {
     pool: new BlockPool(),
+    zone,
     connection,
     stats,
     signal,

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Connection } from '../../core/connection.js'
 import { newQueryStats, type QueryProblem, type StoredEvent } from '../../core/destination.js'
 import { queryEvents, type QueryEventsOptions } from '../../index.js'
-import { expected, HOUR, ROUTING_KEYS, T0, timeRanges, trailEvents, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from '../query-trail.js'
+import { expected, HOUR, instanceOptions, ROUTING_KEYS, T0, timeRanges, trailEvents, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from '../query-trail.js'
 
 export interface QueryBackend {
   /** Settings block of a connection whose keys all start with `prefix`. */
@@ -36,7 +36,7 @@ export function describeQuery (name: string, backend: QueryBackend): void {
         document: (extra = {}) => ({
           server: { instanceId: extra.instanceId ?? 'reader', stateDir: extra.stateDir ?? './state', trustedProxies: ['127.0.0.1'] },
           connections: { store: backend.connection(prefix) },
-          destinations: [{ name: 'audit', connection: 'store', path: 'audit', compression: extra.compression ?? 'none', uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.5, uploadShutdownGraceS: 120 }]
+          destinations: [{ name: 'audit', connection: 'store', path: 'audit', ...instanceOptions(extra), uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.5, uploadShutdownGraceS: 120 }]
         })
       }
       events = trailEvents(12, 5)
