@@ -267,10 +267,11 @@ export const jsonlZst: StoredFormat = {
           if (ends.length > FRAME_ENDS_KEPT) ends.shift()
         }
         carry = complete < data.length ? Buffer.from(data.subarray(complete)) : undefined
+        // The whole frames first: what precedes bad bytes is read.
+        if (out.length > 0) yield out.length === 1 ? out[0] as Buffer : Buffer.concat(out)
         if (carry !== undefined && (!frameStart(carry) || carry.length > MAX_FRAME_BYTES)) {
           throw new Error(`not zstd data at byte ${from.offset + base + complete}`)
         }
-        if (out.length > 0) yield out.length === 1 ? out[0] as Buffer : Buffer.concat(out)
       }
       truncated = carry !== undefined
     }
