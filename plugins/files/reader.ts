@@ -2,9 +2,10 @@ import { mkdtemp, open as openFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
-  encodeSegment, equalityNeedle, EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_STORE, newQueryStats, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC, ZonedTime,
+  canAppend, encodeSegment, equalityNeedle, EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_STORE, newQueryStats, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC, ZonedTime,
   type Connection, type DestinationReadContext, type EventQuery, type QueryProblem, type QueryStats, type StoredEvent, type StoredRecord
 } from '../../core/plugin-api.js'
+import { ChangeWatch, watchedPaths } from './follow-watch.js'
 import { BlockPool, formatOf, START, type ReadCursor } from './formats.js'
 import { layoutTemplate, type LayoutOptions } from './layout.js'
 import { decodeSegment, ReadPlan, type PlannedFile } from './read-plan.js'
@@ -17,8 +18,11 @@ const MAX_MERGE = 64
 /** With `follow`: how far back new files are looked for (object stores upload a partition's files after it ends). */
 const FOLLOW_LOOKBACK_MS = 24 * 3_600_000
 const FOLLOW_LOOKAHEAD_MS = 24 * 3_600_000
-const FOLLOW_INTERVAL_LOCAL_MS = 1000
+/** On the filesystem, changes are watched (follow-watch.ts): the poll is only a safety net. */
+const FOLLOW_INTERVAL_LOCAL_MS = 5000
 const FOLLOW_INTERVAL_STORE_MS = 10_000
+/** A watched change starts a round at once, but not sooner than this after the previous one began: a burst of writes makes one round. */
+const FOLLOW_MIN_ROUND_GAP_MS = 100
 
 interface Reading {
   readonly pool: BlockPool
@@ -322,6 +326,7 @@ async function * listed (plan: ReadPlan, reading: Reading, name: string): AsyncG
 }
 
 async function sleep (ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0 || signal?.aborted === true) return
   await new Promise<void>((resolve) => {
     const timer = setTimeout(done, ms)
     function done (): void {
@@ -390,6 +395,7 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
 
   let remaining = query.limit ?? Infinity
   if (remaining <= 0) return
+  let watch: ChangeWatch | undefined
   try {
     if (query.follow === undefined) {
       const events = query.order === 'time'
@@ -403,14 +409,20 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
       return
     }
 
-    // Follow: poll the listing; read new files, and files that grew from where their last read stopped.
+    // Follow: list again at each round (on the filesystem, as soon as a watched folder or file
+    // changes; else every interval); read new files, and files that grew from where their last
+    // read stopped.
     const started = context.now()
     const lowerBound = query.from ?? started
     const followReading: Reading = { ...reading, filter: { ...reading.filter, from: lowerBound } }
     const interval = query.follow.intervalMs ?? (connection.capabilities.append ? FOLLOW_INTERVAL_LOCAL_MS : FOLLOW_INTERVAL_STORE_MS)
     const cursors = new Map<string, { cursor: ReadCursor, size?: number, end: number }>()
+    const local = canAppend(connection) ? connection : undefined
+    watch = local === undefined ? undefined : new ChangeWatch()
+    const rootKey = options.path.split('/').filter((s) => s !== '').join('/')
     let first = true
     while (signal?.aborted !== true) {
+      const roundStarted = performance.now()
       const now = context.now()
       const roundFrom = first ? lowerBound : Math.max(lowerBound, now - FOLLOW_LOOKBACK_MS)
       const roundTo = Math.min(to, now + FOLLOW_LOOKAHEAD_MS)
@@ -423,6 +435,8 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
         reading.onProblem({ source: context.name, message: `${(err as Error).message}; trying again in ${interval / 1000} s` })
       }
       first = false
+      // Watches set after this listing: a change made in between is caught by one more round at once.
+      if (local !== undefined && watch !== undefined && watch.set(watchedPaths(local, rootKey, files, now)) > 0) watch.touch()
       const changed = files.filter((f) => cursors.get(f.key)?.size !== f.size)
       for (const file of changed) {
         const entry = cursors.get(file.key)
@@ -436,11 +450,18 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
         if (--remaining <= 0) return
       }
       for (const [key, entry] of cursors) if (entry.end < now - FOLLOW_LOOKBACK_MS) cursors.delete(key)
-      await sleep(interval, signal)
+      if (watch === undefined) {
+        await sleep(interval, signal)
+      } else {
+        await watch.wait(interval, signal)
+        await sleep(FOLLOW_MIN_ROUND_GAP_MS - (performance.now() - roundStarted), signal)
+      }
     }
   } catch (err) {
     if (isAbort(err, signal)) return
     throw err
+  } finally {
+    watch?.close()
   }
 }
 
