@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest'
-import { rm } from 'node:fs/promises'
+import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { newQueryStats, type QueryStats, type StoredEvent } from '../core/destination.js'
 import { queryEvents } from '../index.js'
+import { compressLines } from '../plugins/files/compression.js'
 import { onCleanup, start, tempDir } from './helpers.js'
 
 /** The safety poll of these tests: far longer than any wait below, so only a watched change can start a round. */
@@ -76,6 +78,39 @@ describe('query --follow on the filesystem', () => {
     }
     // Ctrl-C (abort): every watch is closed.
     await eventually(() => watchers() === before, 'the watches to close')
+  }, 4 * TIMEOUT_MS)
+
+  it('reads a zstd frame cut at the end of a file once it is whole, from where it stopped', async () => {
+    const dir = await tempDir()
+    const now = Date.now()
+    const hour = new Date(now).toISOString().slice(0, 13).replace(/[-T]/g, '/')
+    const folder = join(dir, 'out', 'audit', 'generic', 'n1', hour)
+    await mkdir(folder, { recursive: true })
+    const line = (id: number): Buffer => Buffer.from(`{"clientEvent":{"id":${id},"pad":"${'y'.repeat(id * 100)}"},"origAddress":"10.0.0.1","serverTimestamp":"${new Date(now).toISOString().replace('Z', '+0000')}"}\n`)
+    const [a, b, c] = await Promise.all([1, 2, 3].map(async (id) => await compressLines('zstd', [line(id)]))) as [Buffer, Buffer, Buffer]
+    const file = join(folder, 'x_audit_0000000001.jsonl.zst')
+    await writeFile(file, Buffer.concat([a, b.subarray(0, 10)]))
+    const document = { server: { timeZone: 'UTC' }, connections: { store: { type: 'filesystem', root: './out' } }, destinations: [{ name: 'audit', connection: 'store', path: 'audit' }] }
+    const controller = new AbortController()
+    const seen: number[] = []
+    const stats = newQueryStats()
+    const reading = (async () => {
+      for await (const event of queryEvents({ document, baseDir: dir, from: now - 60_000, follow: { intervalMs: POLL_MS }, signal: controller.signal, stats })) {
+        seen.push((event.record.clientEvent as { id: number }).id)
+      }
+    })()
+    try {
+      await eventually(() => seen.includes(1), 'the whole frame')
+      expect(stats.filesPartial).toBeGreaterThan(0)
+      await appendFile(file, b.subarray(10))
+      await eventually(() => seen.includes(2), 'the frame made whole')
+      await appendFile(file, c)
+      await eventually(() => seen.includes(3), 'the next frame')
+      expect(seen).toEqual([1, 2, 3])
+    } finally {
+      controller.abort()
+      await reading
+    }
   }, 4 * TIMEOUT_MS)
 
   it('closes its watches when it ends (--limit) and when its consumer fails', async () => {
