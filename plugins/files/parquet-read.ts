@@ -30,7 +30,8 @@ let compressors: Promise<Compressors> | undefined
 /** The codecs the files destination writes besides snappy (which hyparquet has): zstd, gzip. */
 async function decompressors (): Promise<Compressors> {
   compressors ??= loadZstd().then((zstd) => ({
-    ZSTD: (input: Uint8Array) => zstd.decompress(input),
+    // Other writers' pages may not give their size in the frame header: the page header does.
+    ZSTD: (input: Uint8Array, outputLength: number) => zstd.decompress(input, { defaultHeapSize: outputLength }),
     GZIP: (input: Uint8Array) => gunzipSync(input)
   }))
   return await compressors
