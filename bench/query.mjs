@@ -1,11 +1,14 @@
-// The `query` scenario: scan speed of `dss-event-server query` over DSS-like .jsonl and .jsonl.gz
-// on local disk, with a field filter matching 1% of events, against `grep -c` (and `zcat | grep -c`)
-// of the same value over the same files, in the same run, rounds alternating.
+// The `query` scenario: scan speed of `dss-event-server query` over DSS-like .jsonl, .jsonl.gz,
+// .jsonl.zst and .parquet on local disk, with a field filter matching 1% of events, against `grep -c`
+// (`zcat | grep -c`, `zstdcat | grep -c`) of the same value over the same files, in the same run,
+// rounds alternating. Parquet has no such baseline: its figures stand alone.
 //
 //   npm run build && node bench/query.mjs
 //
 // Environment: QUERY_BENCH_MB (1024: size of the .jsonl data), QUERY_BENCH_GZ_MB (the same: size,
-// before compression, of the .jsonl.gz data; 0 skips it), QUERY_BENCH_ROUNDS (3),
+// before compression, of the .jsonl.gz data; 0 skips it), QUERY_BENCH_ZST_MB (likewise, .jsonl.zst),
+// QUERY_BENCH_PARQUET_MB (at most 256: size of the lines converted to .parquet, which is slow to
+// make; 0 skips it), QUERY_BENCH_ROUNDS (3),
 // QUERY_BENCH_DIR (where the data goes; kept, and reused when it matches, if given).
 // `runQueryBench(options)` is the same run for another script (bench/run.mjs) to call.
 import { execFile } from 'node:child_process'
@@ -40,12 +43,18 @@ function line (n, time) {
 const START = Date.UTC(2026, 10, 25, 0, 0, 0)
 const FILE_MB = 64
 
+const EXTENSION = { none: '.jsonl', gzip: '.jsonl.gz', zstd: '.jsonl.zst', parquet: '.parquet' }
+
 /**
  * Writes `mb` MiB of lines into hourly folders of a files destination (`audit/generic/dss-node-1/
- * 2026/11/25/HH/`), in files of FILE_MB; gzip files hold one member per 1,000 lines, as the server's
- * commits do. Returns the number of lines and of those matching.
+ * 2026/11/25/HH/`), in files of FILE_MB; gzip and zstd files hold one member or frame per 1,000
+ * lines, as the server's commits do; Parquet files are converted by the server's own converter
+ * from a spool file. Returns the number of lines and of those matching.
  */
 async function generate (out, mb, compression) {
+  const zstd = compression === 'zstd' ? await (await import(pathToFileURL(join(root, 'dist', 'plugins', 'files', 'zstd.js')).href)).loadZstd() : undefined
+  const parquet = compression === 'parquet' ? await import(pathToFileURL(join(root, 'dist', 'plugins', 'files', 'parquet.js')).href) : undefined
+  const head = parquet?.spoolLineHead('generic', 'dss-node-1').toString()
   const total = mb * MB
   const hours = 24
   const perHour = Math.ceil(total / hours)
@@ -58,8 +67,9 @@ async function generate (out, mb, compression) {
     while (hourBytes < perHour && written < total) {
       const folder = join(out, 'audit', 'generic', 'dss-node-1', '2026', '11', '25', String(h).padStart(2, '0'))
       await mkdir(folder, { recursive: true })
-      const name = `bench_audit_${String(++seq).padStart(10, '0')}${compression === 'gzip' ? '.jsonl.gz' : '.jsonl'}`
-      const stream = createWriteStream(join(folder, name))
+      const name = `bench_audit_${String(++seq).padStart(10, '0')}${EXTENSION[compression]}`
+      const target = join(folder, name)
+      const stream = createWriteStream(parquet !== undefined ? join(out, '..', 'spool.parquet.jsonl') : target)
       let fileBytes = 0
       const members = []
       while (fileBytes < FILE_MB * MB && hourBytes < perHour && written < total) {
@@ -68,13 +78,15 @@ async function generate (out, mb, compression) {
         for (let i = 0; i < 1000; i++, n++) {
           const text = line(n, START + h * 3_600_000 + Math.floor((hourBytes + chunk) / perHour * 3_600_000))
           if (n % 100 === 37) matching++
-          lines.push(text)
+          lines.push(head === undefined ? text : head + text.slice(1))
           chunk += text.length
         }
         const data = lines.join('')
         if (compression === 'gzip') {
           members.push(gzipAsync(data))
           if (members.length >= 4) for (const m of members.splice(0)) if (!stream.write(await m)) await new Promise((resolve) => stream.once('drain', resolve))
+        } else if (zstd !== undefined) {
+          if (!stream.write(zstd.compress(Buffer.from(data), 3))) await new Promise((resolve) => stream.once('drain', resolve))
         } else if (!stream.write(data)) {
           await new Promise((resolve) => stream.once('drain', resolve))
         }
@@ -84,6 +96,10 @@ async function generate (out, mb, compression) {
       }
       for (const m of members.splice(0)) stream.write(await m)
       await new Promise((resolve, reject) => stream.end((err) => err ? reject(err) : resolve()))
+      if (parquet !== undefined) {
+        await parquet.convertSpoolFile(join(out, '..', 'spool.parquet.jsonl'), target, { compression: 'zstd', zstdLevel: 3, rowGroupRows: 100_000, rowGroupBytes: 32 * MB })
+        await rm(join(out, '..', 'spool.parquet.jsonl'))
+      }
     }
   }
   return { lines: n, matching, bytes: written }
@@ -107,8 +123,8 @@ async function timed (fn) {
  * `grep -c` of the filter's bytes over the files (a floor: grep cannot tell a field from a
  * substring), or `zcat | grep -c`; wall-clock and CPU seconds of every process, from GNU time.
  */
-async function grepCount (paths, pattern, gz) {
-  const script = gz ? 'zcat "$@" | grep -F -c -- "$PATTERN"' : 'grep -F -c -h -- "$PATTERN" "$@"'
+async function grepCount (paths, pattern, decompress) {
+  const script = decompress !== undefined ? `${decompress} "$@" | grep -F -c -- "$PATTERN"` : 'grep -F -c -h -- "$PATTERN" "$@"'
   const start = process.hrtime.bigint()
   const { stdout, stderr } = await promisify(execFile)('/usr/bin/time', ['-f', 'TIME %U %S', 'sh', '-c', script, 'sh', ...paths], { env: { ...process.env, PATTERN: pattern }, maxBuffer: 64 * MB })
     .catch((err) => ({ stdout: err.stdout, stderr: err.stderr }))
@@ -131,6 +147,8 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 export async function runQueryBench (options = {}) {
   const mb = options.mb ?? Number(process.env.QUERY_BENCH_MB ?? 1024)
   const gzMb = options.gzMb ?? Number(process.env.QUERY_BENCH_GZ_MB ?? mb)
+  const zstMb = options.zstMb ?? Number(process.env.QUERY_BENCH_ZST_MB ?? mb)
+  const parquetMb = options.parquetMb ?? Number(process.env.QUERY_BENCH_PARQUET_MB ?? Math.min(mb, 256))
   const rounds = options.rounds ?? Number(process.env.QUERY_BENCH_ROUNDS ?? 3)
   const keep = process.env.QUERY_BENCH_DIR !== undefined
   const dir = process.env.QUERY_BENCH_DIR ?? await mkdtemp(join(tmpdir(), 'evs-query-bench-'))
@@ -138,8 +156,11 @@ export async function runQueryBench (options = {}) {
   const { queryEvents } = await import(pathToFileURL(join(root, 'dist', 'index.js')).href)
   const results = []
   try {
-    for (const [kind, size] of [['jsonl', mb], ['jsonl.gz', gzMb]]) {
+    const kinds = [['jsonl', mb, 'none', undefined], ['jsonl.gz', gzMb, 'gzip', 'zcat'], ['jsonl.zst', zstMb, 'zstd', 'zstdcat'], ['parquet', parquetMb, 'parquet', null]]
+    for (const [kind, size, compression, decompress] of kinds) {
       if (size <= 0) continue
+      // No grep for Parquet's columns: its figures stand alone.
+      const baseline = decompress !== null
       const base = join(dir, `${kind}-${size}`)
       const out = join(base, 'out')
       const marker = join(base, 'generated.json')
@@ -147,7 +168,7 @@ export async function runQueryBench (options = {}) {
       if (generated === undefined) {
         await rm(base, { recursive: true, force: true })
         log(`generating ${size} MB of .${kind} in ${base} ...`)
-        generated = (await timed(() => generate(out, size, kind === 'jsonl.gz' ? 'gzip' : 'none'))).result
+        generated = (await timed(() => generate(out, size, compression))).result
         await writeFile(marker, JSON.stringify(generated))
       }
       const paths = await files(out)
@@ -155,13 +176,13 @@ export async function runQueryBench (options = {}) {
       const document = { connections: { local: { type: 'filesystem', root: './out' } }, destinations: [{ name: 'audit', connection: 'local', path: 'audit' }] }
       const pattern = `"projectKey":"${NEEDLE_PROJECT}"`
       // Warm the page cache (and the query's code) for both sides alike.
-      await grepCount(paths, pattern, kind === 'jsonl.gz')
+      if (baseline) await grepCount(paths, pattern, decompress)
       await queryCount(queryEvents, document, base)
       const query = []
       const grep = []
       let last
       for (let round = 0; round < rounds; round++) {
-        const pair = round % 2 === 0 ? ['query', 'grep'] : ['grep', 'query']
+        const pair = !baseline ? ['query'] : round % 2 === 0 ? ['query', 'grep'] : ['grep', 'query']
         for (const side of pair) {
           if (side === 'query') {
             const t = await timed(() => queryCount(queryEvents, document, base))
@@ -169,14 +190,16 @@ export async function runQueryBench (options = {}) {
             query.push(t)
             last = t.result.stats
           } else {
-            const t = await grepCount(paths, pattern, kind === 'jsonl.gz')
+            const t = await grepCount(paths, pattern, decompress)
             if (t.result !== generated.matching) throw new Error(`grep counted ${t.result} lines, expected ${generated.matching}`)
             grep.push(t)
           }
         }
-        log(`  .${kind} round ${round + 1}: query ${query.at(-1).seconds.toFixed(2)} s (${query.at(-1).cpuSeconds.toFixed(2)} s CPU), baseline ${grep.at(-1).seconds.toFixed(2)} s (${grep.at(-1).cpuSeconds.toFixed(2)} s CPU)`)
+        log(`  .${kind} round ${round + 1}: query ${query.at(-1).seconds.toFixed(2)} s (${query.at(-1).cpuSeconds.toFixed(2)} s CPU)${baseline ? `, baseline ${grep.at(-1).seconds.toFixed(2)} s (${grep.at(-1).cpuSeconds.toFixed(2)} s CPU)` : ''}`)
       }
       const dataMB = generated.bytes / MB
+      const none = () => null
+      const g = baseline ? (f) => f() : none
       results.push({
         format: kind,
         dataMB: +dataMB.toFixed(1),
@@ -185,15 +208,16 @@ export async function runQueryBench (options = {}) {
         events: generated.lines,
         matching: generated.matching,
         querySeconds: +median(query.map((t) => t.seconds)).toFixed(3),
-        grepSeconds: +median(grep.map((t) => t.seconds)).toFixed(3),
+        grepSeconds: g(() => +median(grep.map((t) => t.seconds)).toFixed(3)),
         queryMBps: +(dataMB / median(query.map((t) => t.seconds))).toFixed(0),
-        grepMBps: +(dataMB / median(grep.map((t) => t.seconds))).toFixed(0),
-        ratioToGrep: +median(query.map((q, i) => grep[i].seconds / q.seconds)).toFixed(2),
+        queryStoredMBps: +(storedBytes / MB / median(query.map((t) => t.seconds))).toFixed(0),
+        grepMBps: g(() => +(dataMB / median(grep.map((t) => t.seconds))).toFixed(0)),
+        ratioToGrep: g(() => +median(query.map((q, i) => grep[i].seconds / q.seconds)).toFixed(2)),
         queryMBperCpuS: +(dataMB / median(query.map((t) => t.cpuSeconds))).toFixed(0),
-        grepMBperCpuS: +(dataMB / median(grep.map((t) => t.cpuSeconds))).toFixed(0),
-        cpuRatioToGrep: +median(query.map((q, i) => grep[i].cpuSeconds / q.cpuSeconds)).toFixed(2),
+        grepMBperCpuS: g(() => +(dataMB / median(grep.map((t) => t.cpuSeconds))).toFixed(0)),
+        cpuRatioToGrep: g(() => +median(query.map((q, i) => grep[i].cpuSeconds / q.cpuSeconds)).toFixed(2)),
         linesParsed: last.linesParsed,
-        rounds: query.map((q, i) => ({ query: +q.seconds.toFixed(3), queryCpu: +q.cpuSeconds.toFixed(3), grep: +grep[i].seconds.toFixed(3), grepCpu: +grep[i].cpuSeconds.toFixed(3) }))
+        rounds: query.map((q, i) => ({ query: +q.seconds.toFixed(3), queryCpu: +q.cpuSeconds.toFixed(3), ...(baseline ? { grep: +grep[i].seconds.toFixed(3), grepCpu: +grep[i].cpuSeconds.toFixed(3) } : {}) }))
       })
     }
   } finally {
@@ -202,7 +226,7 @@ export async function runQueryBench (options = {}) {
   return {
     scenario: 'query',
     filter: `clientEvent.projectKey=${NEEDLE_PROJECT} (1% of events)`,
-    baseline: 'grep -F -c (".jsonl"), zcat | grep -F -c (".jsonl.gz"), same files, same run',
+    baseline: 'grep -F -c (".jsonl"), zcat | grep -F -c (".jsonl.gz"), zstdcat | grep -F -c (".jsonl.zst"), same files, same run; none for ".parquet"',
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGB: +(totalmem() / 1024 ** 3).toFixed(0), platform: `${platform()} ${release()}`, node: process.version, loadAverage1m: +loadavg()[0].toFixed(2) },
     at: new Date().toISOString(),
     results
@@ -210,8 +234,8 @@ export async function runQueryBench (options = {}) {
 }
 
 function table (report) {
-  const rows = [['format', 'data MB', 'stored MB', 'query MB/s', 'baseline MB/s', 'ratio', 'query MB/CPU-s', 'baseline MB/CPU-s', 'CPU ratio']]
-  for (const r of report.results) rows.push([`.${r.format}`, r.dataMB, r.storedMB, r.queryMBps, r.grepMBps, r.ratioToGrep, r.queryMBperCpuS, r.grepMBperCpuS, r.cpuRatioToGrep])
+  const rows = [['format', 'data MB', 'stored MB', 'query MB/s', 'query stored MB/s', 'baseline MB/s', 'ratio', 'query MB/CPU-s', 'baseline MB/CPU-s', 'CPU ratio']]
+  for (const r of report.results) rows.push([`.${r.format}`, r.dataMB, r.storedMB, r.queryMBps, r.queryStoredMBps, r.grepMBps ?? '—', r.ratioToGrep ?? '—', r.queryMBperCpuS, r.grepMBperCpuS ?? '—', r.cpuRatioToGrep ?? '—'])
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)))
   const fmt = (r) => `| ${r.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`
   return [fmt(rows[0]), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.slice(1).map(fmt)].join('\n')
@@ -219,7 +243,7 @@ function table (report) {
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const report = await runQueryBench()
-  const text = `Filter: ${report.filter}; baseline: ${report.baseline}\nMB/s: MB of lines (decompressed) per wall-clock second; MB/CPU-s: per CPU second of every thread and process; ratio: baseline time / query time (above 1: the query is faster); medians of the rounds.\nMachine: ${report.machine.cpus} × ${report.machine.cpu}, ${report.machine.memoryGB} GiB, ${report.machine.platform}, Node.js ${report.machine.node}; 1-minute load average at the end: ${report.machine.loadAverage1m}\n\n${table(report)}\n`
+  const text = `Filter: ${report.filter}; baseline: ${report.baseline}\nMB/s: MB of lines (decompressed) per wall-clock second; stored MB/s: MB of the files as stored; MB/CPU-s: per CPU second of every thread and process; ratio: baseline time / query time (above 1: the query is faster); medians of the rounds.\nMachine: ${report.machine.cpus} × ${report.machine.cpu}, ${report.machine.memoryGB} GiB, ${report.machine.platform}, Node.js ${report.machine.node}; 1-minute load average at the end: ${report.machine.loadAverage1m}\n\n${table(report)}\n`
   process.stdout.write(text)
   await mkdir(join(here, 'results'), { recursive: true })
   await writeFile(join(here, 'results', 'query-latest.json'), `${JSON.stringify(report, null, 2)}\n`)

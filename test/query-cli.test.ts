@@ -8,7 +8,7 @@ import { gunzipSync } from 'node:zlib'
 import { BIN } from './child-server.js'
 import { listFiles, onCleanup, start } from './helpers.js'
 import { startS3, S3_COMPAT, S3_CREDENTIALS, type S3Emulator } from './emulators/s3.js'
-import { expected, trailEvents, writeTrail, type SentEvent, type TrailWriter } from './query-trail.js'
+import { expected, instanceOptions, trailEvents, writeTrail, type SentEvent, type TrailInstance, type TrailWriter } from './query-trail.js'
 
 interface Run { code: number, stdout: string, stderr: string }
 
@@ -54,11 +54,11 @@ const idsOf = (ndjson: string): number[] => ndjson.split('\n').filter((l) => l !
 describe('dss-event-server query (command line)', () => {
   let dir: string
   let events: SentEvent[]
-  const document = (extra: { instanceId?: string, stateDir?: string, compression?: 'none' | 'gzip' } = {}): Record<string, unknown> => ({
+  const document = (extra: TrailInstance = {}): Record<string, unknown> => ({
     server: { instanceId: extra.instanceId ?? 'reader', stateDir: extra.stateDir ?? './state', trustedProxies: ['127.0.0.1'] },
     connections: { store: { type: 'filesystem', root: './out' }, other: { type: 'filesystem', root: './other' } },
     destinations: [
-      { name: 'audit', connection: 'store', path: 'audit', compression: extra.compression ?? 'none' },
+      { name: 'audit', connection: 'store', path: 'audit', ...instanceOptions(extra) },
       { name: 'second', connection: 'other', path: 'x' }
     ]
   })

@@ -66,10 +66,23 @@ export function body (e: SentEvent): string {
   return `{${fields.join(',')}}`
 }
 
+/** What one writing instance of a trail is: its id, state folder, and the files it writes. */
+export interface TrailInstance {
+  instanceId?: string
+  stateDir?: string
+  compression?: 'none' | 'gzip' | 'zstd'
+  format?: 'jsonl' | 'parquet'
+}
+
 export interface TrailWriter {
   /** Settings document for servers and queries over this trail. */
-  document(extra?: { instanceId?: string, stateDir?: string, compression?: 'none' | 'gzip' }): Record<string, unknown>
+  document(extra?: TrailInstance): Record<string, unknown>
   readonly baseDir: string
+}
+
+/** The destination options of a trail instance (the reader's own document leaves them out). */
+export function instanceOptions (extra: TrailInstance = {}): Record<string, unknown> {
+  return extra.format === 'parquet' ? { format: 'parquet' } : { compression: extra.compression ?? 'none' }
 }
 
 async function post (app: FastifyInstance, e: SentEvent): Promise<void> {
@@ -84,15 +97,17 @@ async function post (app: FastifyInstance, e: SentEvent): Promise<void> {
 
 /**
  * Writes `events` through real servers: the first half by instance `q-1` (plain `.jsonl`), closed;
- * the second half alternately by `q-2` (gzip) and `q-3` (plain), which are left open when
- * `keepOpen` (their files are then still being written; call `close`), else closed.
+ * the second half in turn by `q-2` (gzip), `q-3` (plain), `q-4` (zstd) and `q-5` (Parquet). `q-5`
+ * is closed at the end (a Parquet file exists once its spool file is sealed and converted); the
+ * others are left open when `keepOpen` (their files are then still being written; call `close`),
+ * else closed.
  */
 export async function writeTrail (writer: TrailWriter, events: SentEvent[], keepOpen: boolean): Promise<{ close: () => Promise<void> }> {
   const clock = { t: T0 }
-  const open = async (instanceId: string, compression: 'none' | 'gzip'): Promise<FastifyInstance> =>
-    await buildServer({ document: writer.document({ instanceId, stateDir: `./state-${instanceId}`, compression }), baseDir: writer.baseDir, logger: false, now: () => clock.t })
+  const open = async (instance: TrailInstance & { instanceId: string }): Promise<FastifyInstance> =>
+    await buildServer({ document: writer.document({ ...instance, stateDir: `./state-${instance.instanceId}` }), baseDir: writer.baseDir, logger: false, now: () => clock.t })
   const half = Math.floor(events.length / 2)
-  const first = await open('q-1', 'none')
+  const first = await open({ instanceId: 'q-1', compression: 'none' })
   try {
     for (const e of events.slice(0, half)) {
       clock.t = e.time
@@ -102,15 +117,22 @@ export async function writeTrail (writer: TrailWriter, events: SentEvent[], keep
     // Closing seals every file and, on an object store, uploads it within uploadShutdownGraceS.
     await first.close()
   }
-  const second = await open('q-2', 'gzip')
-  const third = await open('q-3', 'none')
+  const open2 = [
+    await open({ instanceId: 'q-2', compression: 'gzip' }),
+    await open({ instanceId: 'q-3', compression: 'none' }),
+    await open({ instanceId: 'q-4', compression: 'zstd' })
+  ]
+  const parquet = await open({ instanceId: 'q-5', format: 'parquet' })
   const close = async (): Promise<void> => {
-    await second.close()
-    await third.close()
+    for (const app of open2) await app.close()
   }
-  for (const [i, e] of events.slice(half).entries()) {
-    clock.t = e.time
-    await post(i % 2 === 0 ? second : third, e)
+  try {
+    for (const [i, e] of events.slice(half).entries()) {
+      clock.t = e.time
+      await post(i % 4 === 3 ? parquet : open2[i % 4] as FastifyInstance, e)
+    }
+  } finally {
+    await parquet.close()
   }
   if (!keepOpen) await close()
   return { close }

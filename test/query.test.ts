@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { newQueryStats, type QueryProblem, type StoredEvent } from '../core/destination.js'
-import { queryEvents, type QueryEventsOptions } from '../index.js'
+import { buildServer, queryEvents, type QueryEventsOptions } from '../index.js'
+import { compressLines } from '../plugins/files/compression.js'
 import { listFiles } from './helpers.js'
-import { expected, HOUR, ROUTING_KEYS, T0, timeRanges, trailEvents, USERS, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from './query-trail.js'
+import { expected, HOUR, instanceOptions, ROUTING_KEYS, T0, timeRanges, trailEvents, USERS, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from './query-trail.js'
 
 function fsWriter (dir: string, layout: Record<string, unknown> = {}): TrailWriter {
   return {
@@ -14,7 +15,7 @@ function fsWriter (dir: string, layout: Record<string, unknown> = {}): TrailWrit
     document: (extra = {}) => ({
       server: { instanceId: extra.instanceId ?? 'reader', stateDir: extra.stateDir ?? './state', trustedProxies: ['127.0.0.1'] },
       connections: { store: { type: 'filesystem', root: './out' } },
-      destinations: [{ name: 'audit', connection: 'store', path: 'audit', compression: extra.compression ?? 'none', ...layout }]
+      destinations: [{ name: 'audit', connection: 'store', path: 'audit', ...instanceOptions(extra), ...layout }]
     })
   }
 }
@@ -44,13 +45,19 @@ describe('query: reading back a filesystem trail', () => {
     writer = fsWriter(dir)
     events = trailEvents()
     close = (await writeTrail(writer, events, true)).close
-    // Files still being written: a .jsonl with half a line, a .jsonl.gz with half a gzip member.
+    // Files still being written: a .jsonl with half a line, a .jsonl.gz with half a gzip member,
+    // a .jsonl.zst with half a zstd frame.
     const files = await listFiles(join(dir, 'out'))
+    expect(files.filter((f) => f.endsWith('.parquet')).length).toBeGreaterThan(0)
     const plain = files.filter((f) => f.includes('/q-3_') && f.endsWith('.jsonl')).at(-1) as string
     const gz = files.filter((f) => f.includes('/q-2_') && f.endsWith('.jsonl.gz')).at(-1) as string
+    const zst = files.filter((f) => f.includes('/q-4_') && f.endsWith('.jsonl.zst')).at(-1) as string
     await appendFile(join(dir, 'out', plain), '{"clientEvent":{"id":99999,"authUser":"admin"},"origAd')
-    const member = gzipSync(`{"clientEvent":{"id":99998,"authUser":"admin","pad":"${'x'.repeat(300)}"},"origAddress":"1.2.3.4","serverTimestamp":"2026-11-25T10:00:00.000+0000"}\n`)
+    const line = `{"clientEvent":{"id":99998,"authUser":"admin","pad":"${'x'.repeat(300)}"},"origAddress":"1.2.3.4","serverTimestamp":"2026-11-25T10:00:00.000+0000"}\n`
+    const member = gzipSync(line)
     await appendFile(join(dir, 'out', gz), member.subarray(0, member.length >> 1))
+    const frame = await compressLines('zstd', [Buffer.from(line)])
+    await appendFile(join(dir, 'out', zst), frame.subarray(0, frame.length >> 1))
   }, 120_000)
 
   afterAll(async () => {
@@ -60,13 +67,13 @@ describe('query: reading back a filesystem trail', () => {
 
   const base = (): QueryEventsOptions => ({ document: writer.document(), baseDir: dir })
 
-  it('returns every event once, from plain and gzip files, sealed and still open, and counts the open tails', async () => {
+  it('returns every event once, from plain, gzip, zstd and Parquet files, sealed and still open, and counts the open tails', async () => {
     const stats = newQueryStats()
     const problems: QueryProblem[] = []
     const found = await ids({ ...base(), stats, onProblem: (p) => problems.push(p) })
     expect(sorted(found)).toEqual(expected(events, {}))
     expect(problems).toEqual([])
-    expect(stats.filesPartial).toBe(2)
+    expect(stats.filesPartial).toBe(3)
     expect(stats.eventsMatched).toBe(events.length)
     expect(stats.filesUnreadable).toBe(0)
   })
@@ -150,18 +157,67 @@ describe('query: reading back a filesystem trail', () => {
       const folder = join(own, 'out', 'audit', 'generic', 'dss-node-1', '2026', '11', '24', '20')
       await writeFile(join(folder, 'broken_audit_0000000001.jsonl.gz'), Buffer.concat([gzipSync('{"a":1}\n'), Buffer.from('not gzip at all, and long enough to be data')]))
       await writeFile(join(folder, 'other_audit_0000000001.jsonl'), 'this is not json\n{"clientEvent":{"id":5000},"origAddress":"x","serverTimestamp":"2026-11-24T20:30:00.000+0000"}\n')
+      // A zstd file with a whole frame and then bytes that are no frame; a Parquet file that is not one.
+      await writeFile(join(folder, 'broken_audit_0000000002.jsonl.zst'), Buffer.concat([await compressLines('zstd', [Buffer.from('{"clientEvent":{"id":5001},"origAddress":"x","serverTimestamp":"2026-11-24T20:30:00.000+0000"}\n')]), Buffer.from('no zstd frame here')]))
+      await writeFile(join(folder, 'broken_audit_0000000003.parquet'), `PAR1${'x'.repeat(100)}PAR1`)
       const stats = newQueryStats()
       const problems: QueryProblem[] = []
       const found = await ids({ document: w.document(), baseDir: own, stats, onProblem: (p) => problems.push(p) })
-      expect(sorted(found)).toEqual([...expected(few, {}), 5000].sort((a, b) => a - b))
-      expect(stats.filesUnreadable).toBe(1)
+      // The zstd file's whole frame is read before its bad bytes are reported.
+      expect(sorted(found)).toEqual([...expected(few, {}), 5000, 5001].sort((a, b) => a - b))
+      expect(stats.filesUnreadable).toBe(3)
       expect(stats.linesCorrupt).toBe(1)
       expect(problems.map((p) => p.source).sort()).toEqual([
         'audit/generic/dss-node-1/2026/11/24/20/broken_audit_0000000001.jsonl.gz',
+        'audit/generic/dss-node-1/2026/11/24/20/broken_audit_0000000002.jsonl.zst',
+        'audit/generic/dss-node-1/2026/11/24/20/broken_audit_0000000003.parquet',
         'audit/generic/dss-node-1/2026/11/24/20/other_audit_0000000001.jsonl'
       ])
+      expect(problems.find((p) => p.source.endsWith('.zst'))?.message).toMatch(/cannot be read past byte \d+: not zstd data at byte \d+/)
+      expect(problems.find((p) => p.source.endsWith('.parquet'))?.message).toMatch(/cannot be read/)
       expect(problems.find((p) => p.source.endsWith('.gz'))?.message).toMatch(/cannot be read/)
       expect(problems.find((p) => p.source.endsWith('.jsonl'))?.message).toMatch(/line at byte 0: not JSON/)
+    } finally {
+      await rm(own, { recursive: true, force: true })
+    }
+  })
+
+  it('a Parquet file reads back as the very lines a jsonl destination stores for the same events, in any time zone', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'evs-query-'))
+    try {
+      const destination = (name: string, extra: Record<string, unknown>): Record<string, unknown> => ({ name, connection: 'store', path: name, partitioningPeriod: 'DAY', ...extra })
+      const document = {
+        // Eastern time: offsets -0500 and, past the change of 2026-11-01, the same; March 8 moves to -0400.
+        server: { instanceId: 'same', timeZone: 'America/New_York', trustedProxies: ['127.0.0.1'] },
+        connections: { store: { type: 'filesystem', root: './out' } },
+        destinations: [destination('plain', {}), destination('zst', { compression: 'zstd' }), destination('pq', { format: 'parquet', rowGroupRows: 3 })]
+      }
+      const clock = { t: Date.UTC(2026, 2, 8, 6, 59, 59, 998) }
+      const app = await buildServer({ document, baseDir: own, logger: false, now: () => clock.t })
+      const bodies = [
+        '{"id":1,"msgType":"login","authUser":"admin"}',
+        '{ "id" : 2,\n  "note": "two\\nlines, \\"quoted\\", \\u00e9 and é",\r\n "n": 1.50e+3, "big": 12345678901234567890 }',
+        '{"id":3,"nested":{"a":[1,{"b":null}],"c":true},"projectKey":"\\u0043HURN"}',
+        '{"id":4,"emoji":"😀","tab":"a\\tb"}',
+        '{"id":5}'
+      ]
+      for (const [i, payload] of bodies.entries()) {
+        clock.t += 1 + i * 3_600_000
+        const res = await app.inject({ method: 'POST', url: '/events/generic/rk', headers: { 'content-type': 'application/json', 'x-forwarded-for': `10.0.0.${i}` }, payload })
+        expect(res.statusCode, res.body).toBe(200)
+      }
+      await app.close()
+      const files = await listFiles(join(own, 'out'))
+      expect(files.filter((f) => f.startsWith('pq/') && f.endsWith('.parquet')).length).toBeGreaterThan(0)
+      const lines = async (name: string): Promise<string[]> => (await all({ document, baseDir: own, destination: name, order: 'time' })).map((e) => e.line)
+      const plain = await lines('plain')
+      expect(plain).toHaveLength(bodies.length)
+      expect(plain.some((l) => l.includes('-0500')) && plain.some((l) => l.includes('-0400'))).toBe(true)
+      expect(await lines('pq')).toEqual(plain)
+      expect(await lines('zst')).toEqual(plain)
+      // And a query on the Parquet destination filters as on the others.
+      const where = { where: ['projectKey=CHURN'], from: '2026-03-08T01:59:59.999-05:00' }
+      expect((await all({ document, baseDir: own, destination: 'pq', ...where })).map((e) => e.line)).toEqual((await all({ document, baseDir: own, destination: 'plain', ...where })).map((e) => e.line))
     } finally {
       await rm(own, { recursive: true, force: true })
     }

@@ -2,7 +2,9 @@ import { open as openFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip, constants as zlibConstants } from 'node:zlib'
-import { canAppend, type Connection, type QueryStats } from '../../core/plugin-api.js'
+import { canAppend, type Connection, type QueryStats, type ZonedTime } from '../../core/plugin-api.js'
+import { parquet } from './parquet-read.js'
+import { loadZstd, zstdFrames } from './zstd.js'
 
 /**
  * Where a read of a file stopped, to resume there when the file grows (`--follow`): `offset` bytes
@@ -51,6 +53,11 @@ export interface FileToRead {
   /** The object's size when listed (it may have grown since): smaller files get smaller buffers. */
   readonly size: number
   readonly pool: BlockPool
+  /** `server.timeZone`: the offset of `serverTimestamp` in lines made from a format that stores instants (Parquet). */
+  readonly zone: ZonedTime
+  /** The query's time range (ms): a format may skip parts it knows are outside it; lines are still checked one by one. */
+  readonly from: number
+  readonly to: number
 }
 
 /** A file's content as JSON lines, in blocks; a line may span blocks. */
@@ -63,8 +70,8 @@ export interface DecodedFile {
 }
 
 /**
- * A stored file format: how files whose name ends with `extension` decode to JSON lines. A new
- * format (Parquet, ...) is one more entry in FORMATS.
+ * A stored file format: how files whose name ends with `extension` decode to JSON lines (the lines
+ * the server writes, whatever the file holds). A new format is one more entry in FORMATS.
  */
 export interface StoredFormat {
   readonly extension: string
@@ -76,7 +83,7 @@ export interface StoredFormat {
  * the store. With `reuse`, the caller is done with a block when it asks for the next one: two
  * buffers then serve the whole file (no garbage per block).
  */
-async function * storedBytes (file: FileToRead, offset: number, reuse: boolean): AsyncGenerator<Buffer> {
+export async function * storedBytes (file: FileToRead, offset: number, reuse: boolean): AsyncGenerator<Buffer> {
   const { connection, stats, signal } = file
   if (canAppend(connection)) {
     const handle = await openFile(connection.localPath(file.key), 'r')
@@ -207,8 +214,84 @@ export const jsonlGz: StoredFormat = {
   }
 }
 
+/** Past this many bytes, what is left of a zstd stream without a whole frame in it is corrupt, not a commit being written. */
+const MAX_FRAME_BYTES = 256 * 1024 * 1024
+/** Frame ends remembered to resume at (the latest ones: a resume from an earlier one only decodes more). */
+const FRAME_ENDS_KEPT = 64
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
+
+/** Whether `rest` can be the start of a zstd frame (or of a skippable one) that is not whole yet. */
+function frameStart (rest: Buffer): boolean {
+  if (rest.length < 4) return ZSTD_MAGIC.subarray(0, rest.length).equals(rest) || (rest[0] ?? 0) >> 4 === 5
+  const magic = rest.readUInt32LE(0)
+  return magic === 0xfd2fb528 || (magic & 0xfffffff0) === 0x184d2a50
+}
+
+/**
+ * Each commit of the writer is one zstd frame, whose header gives its decoded size: whole frames
+ * are decoded as they arrive (memory is bounded by a commit), and a reader may find the last one
+ * half written.
+ */
+export const jsonlZst: StoredFormat = {
+  extension: '.jsonl.zst',
+  decode (file, from) {
+    let truncated = false
+    // [stored offset after the frame (from `from.offset`), decoded bytes up to it (from there too)]
+    const ends: Array<[number, number]> = []
+    async function * blocks (): AsyncGenerator<Buffer> {
+      const zstd = await loadZstd()
+      let carry: Buffer | undefined
+      let stored = 0
+      let decodedTotal = 0
+      let skip = from.skip
+      for await (const block of storedBytes(file, from.offset, false)) {
+        const data = carry === undefined ? block : Buffer.concat([carry, block])
+        const base = stored - (carry?.length ?? 0)
+        stored += block.length
+        const { frames, complete } = zstdFrames(data)
+        const out: Buffer[] = []
+        for (const [start, end] of frames) {
+          // Skippable frames (metadata) decode to nothing.
+          if (data.readUInt32LE(start) === 0xfd2fb528) {
+            const frame = zstd.decompress(data.subarray(start, end))
+            let bytes = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength)
+            decodedTotal += bytes.length
+            if (skip > 0) {
+              const cut = Math.min(skip, bytes.length)
+              skip -= cut
+              bytes = bytes.subarray(cut)
+            }
+            if (bytes.length > 0) out.push(bytes)
+          }
+          ends.push([base + end, decodedTotal])
+          if (ends.length > FRAME_ENDS_KEPT) ends.shift()
+        }
+        carry = complete < data.length ? Buffer.from(data.subarray(complete)) : undefined
+        // The whole frames first: what precedes bad bytes is read.
+        if (out.length > 0) yield out.length === 1 ? out[0] as Buffer : Buffer.concat(out)
+        if (carry !== undefined && (!frameStart(carry) || carry.length > MAX_FRAME_BYTES)) {
+          throw new Error(`not zstd data at byte ${from.offset + base + complete}`)
+        }
+      }
+      truncated = carry !== undefined
+    }
+    return {
+      blocks: blocks(),
+      resumeAt: (decoded) => {
+        const at = from.skip + decoded
+        for (let i = ends.length - 1; i >= 0; i--) {
+          const [stored, total] = ends[i] as [number, number]
+          if (total <= at) return { offset: from.offset + stored, skip: at - total }
+        }
+        return { offset: from.offset, skip: at }
+      },
+      get truncated () { return truncated }
+    }
+  }
+}
+
 /** Formats, by file name ending; the longest ending wins. */
-export const FORMATS: readonly StoredFormat[] = [jsonlGz, jsonl]
+export const FORMATS: readonly StoredFormat[] = [jsonlGz, jsonlZst, jsonl, parquet]
 
 export function formatOf (name: string): StoredFormat | undefined {
   let found: StoredFormat | undefined

@@ -2,9 +2,10 @@ import { mkdtemp, open as openFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
-  encodeSegment, equalityNeedle, EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_STORE, newQueryStats, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC, ZonedTime,
+  canAppend, encodeSegment, equalityNeedle, EVS_ERR_QUERY_DESTINATION, EVS_ERR_QUERY_STORE, newQueryStats, UNKNOWN_ROUTING_KEY, UNKNOWN_TOPIC, ZonedTime,
   type Connection, type DestinationReadContext, type EventQuery, type QueryProblem, type QueryStats, type StoredEvent, type StoredRecord
 } from '../../core/plugin-api.js'
+import { ChangeWatch, watchedPaths } from './follow-watch.js'
 import { BlockPool, formatOf, START, type ReadCursor } from './formats.js'
 import { layoutTemplate, type LayoutOptions } from './layout.js'
 import { decodeSegment, ReadPlan, type PlannedFile } from './read-plan.js'
@@ -17,11 +18,15 @@ const MAX_MERGE = 64
 /** With `follow`: how far back new files are looked for (object stores upload a partition's files after it ends). */
 const FOLLOW_LOOKBACK_MS = 24 * 3_600_000
 const FOLLOW_LOOKAHEAD_MS = 24 * 3_600_000
-const FOLLOW_INTERVAL_LOCAL_MS = 1000
+/** On the filesystem, changes are watched (follow-watch.ts): the poll is only a safety net. */
+const FOLLOW_INTERVAL_LOCAL_MS = 5000
 const FOLLOW_INTERVAL_STORE_MS = 10_000
+/** A watched change starts a round at once, but not sooner than this after the previous one began: a burst of writes makes one round. */
+const FOLLOW_MIN_ROUND_GAP_MS = 100
 
 interface Reading {
   readonly pool: BlockPool
+  readonly zone: ZonedTime
   readonly connection: Connection
   readonly stats: QueryStats
   readonly signal: AbortSignal | undefined
@@ -45,7 +50,8 @@ function missing (err: unknown): boolean {
 async function * fileEvents (reading: Reading, file: PlannedFile, cursor: ReadCursor, position: { cursor: ReadCursor }, blockBytes = BLOCK_BYTES): AsyncGenerator<StoredEvent[]> {
   const format = formatOf(file.key)
   if (format === undefined) return
-  const decoded = format.decode({ key: file.key, size: file.size, pool: reading.pool, connection: reading.connection, stats: reading.stats, signal: reading.signal, blockBytes }, cursor)
+  const { connection, stats, signal, pool, zone, filter: { from, to } } = reading
+  const decoded = format.decode({ key: file.key, size: file.size, pool, zone, from, to, connection, stats, signal, blockBytes }, cursor)
   const scanner = new LineScanner(reading.filter, {
     key: file.key,
     topic: file.topic === undefined ? undefined : decodeSegment(file.topic),
@@ -320,6 +326,7 @@ async function * listed (plan: ReadPlan, reading: Reading, name: string): AsyncG
 }
 
 async function sleep (ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0 || signal?.aborted === true) return
   await new Promise<void>((resolve) => {
     const timer = setTimeout(done, ms)
     function done (): void {
@@ -333,8 +340,8 @@ async function sleep (ms: number, signal: AbortSignal | undefined): Promise<void
 
 /**
  * `read` of the files destination: lists only the folders of its layout that can hold events of
- * the query (time range, topics, routing keys), reads `.jsonl` and `.jsonl.gz` files (see
- * formats.ts) a block at a time, and parses only the lines that can match.
+ * the query (time range, topics, routing keys), reads `.jsonl`, `.jsonl.gz`, `.jsonl.zst` and
+ * `.parquet` files (see formats.ts) a block at a time, and parses only the lines that can match.
  */
 export async function * readFilesDestination (options: LayoutOptions & { connection: string }, context: DestinationReadContext, query: EventQuery): AsyncGenerator<StoredEvent> {
   const connection = context.connection(options.connection)
@@ -371,6 +378,7 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
   if (query.where !== undefined) tests.push(query.where)
   const reading: Reading = {
     pool: new BlockPool(),
+    zone,
     connection,
     stats,
     signal,
@@ -387,6 +395,7 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
 
   let remaining = query.limit ?? Infinity
   if (remaining <= 0) return
+  let watch: ChangeWatch | undefined
   try {
     if (query.follow === undefined) {
       const events = query.order === 'time'
@@ -400,14 +409,20 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
       return
     }
 
-    // Follow: poll the listing; read new files, and files that grew from where their last read stopped.
+    // Follow: list again at each round (on the filesystem, as soon as a watched folder or file
+    // changes; else every interval); read new files, and files that grew from where their last
+    // read stopped.
     const started = context.now()
     const lowerBound = query.from ?? started
     const followReading: Reading = { ...reading, filter: { ...reading.filter, from: lowerBound } }
     const interval = query.follow.intervalMs ?? (connection.capabilities.append ? FOLLOW_INTERVAL_LOCAL_MS : FOLLOW_INTERVAL_STORE_MS)
     const cursors = new Map<string, { cursor: ReadCursor, size?: number, end: number }>()
+    const local = canAppend(connection) ? connection : undefined
+    watch = local === undefined ? undefined : new ChangeWatch()
+    const rootKey = options.path.split('/').filter((s) => s !== '').join('/')
     let first = true
     while (signal?.aborted !== true) {
+      const roundStarted = performance.now()
       const now = context.now()
       const roundFrom = first ? lowerBound : Math.max(lowerBound, now - FOLLOW_LOOKBACK_MS)
       const roundTo = Math.min(to, now + FOLLOW_LOOKAHEAD_MS)
@@ -420,6 +435,8 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
         reading.onProblem({ source: context.name, message: `${(err as Error).message}; trying again in ${interval / 1000} s` })
       }
       first = false
+      // Watches set after this listing: a change made in between is caught by one more round at once.
+      if (local !== undefined && watch !== undefined && watch.set(watchedPaths(local, rootKey, files, now)) > 0) watch.touch()
       const changed = files.filter((f) => cursors.get(f.key)?.size !== f.size)
       for (const file of changed) {
         const entry = cursors.get(file.key)
@@ -433,11 +450,18 @@ export async function * readFilesDestination (options: LayoutOptions & { connect
         if (--remaining <= 0) return
       }
       for (const [key, entry] of cursors) if (entry.end < now - FOLLOW_LOOKBACK_MS) cursors.delete(key)
-      await sleep(interval, signal)
+      if (watch === undefined) {
+        await sleep(interval, signal)
+      } else {
+        await watch.wait(interval, signal)
+        await sleep(FOLLOW_MIN_ROUND_GAP_MS - (performance.now() - roundStarted), signal)
+      }
     }
   } catch (err) {
     if (isAbort(err, signal)) return
     throw err
+  } finally {
+    watch?.close()
   }
 }
 

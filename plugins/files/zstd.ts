@@ -5,8 +5,11 @@
  */
 export interface Zstd {
   compress(data: Uint8Array, level?: number): Uint8Array
-  /** One frame, whose header gives its content size (as `compress` writes them). */
-  decompress(data: Uint8Array): Uint8Array
+  /**
+   * One frame, whose header gives its content size (as `compress` writes them); for a frame
+   * without it, `defaultHeapSize` is the most it may decode to (1 MiB if not given).
+   */
+  decompress(data: Uint8Array, options?: { defaultHeapSize: number }): Uint8Array
 }
 
 let loading: Promise<Zstd> | undefined

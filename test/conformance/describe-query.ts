@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Connection } from '../../core/connection.js'
 import { newQueryStats, type QueryProblem, type StoredEvent } from '../../core/destination.js'
 import { queryEvents, type QueryEventsOptions } from '../../index.js'
-import { expected, HOUR, ROUTING_KEYS, T0, timeRanges, trailEvents, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from '../query-trail.js'
+import { expected, HOUR, instanceOptions, ROUTING_KEYS, T0, timeRanges, trailEvents, WHERE_CASES, writeTrail, type Filters, type SentEvent, type TrailWriter } from '../query-trail.js'
 
 export interface QueryBackend {
   /** Settings block of a connection whose keys all start with `prefix`. */
@@ -18,8 +18,8 @@ export interface QueryBackend {
 const sorted = (list: number[]): number[] => [...list].sort((a, b) => a - b)
 
 /**
- * Reading back through each backend: a trail written by real servers (plain and gzip files, three
- * instances) is queried with every combination of time range, topics and routing keys, each with
+ * Reading back through each backend: a trail written by real servers (plain, gzip, zstd and Parquet
+ * files, five instances) is queried with every combination of time range, topics and routing keys, each with
  * field filters in turn, and each answer is compared with a brute-force reference.
  */
 export function describeQuery (name: string, backend: QueryBackend): void {
@@ -36,7 +36,7 @@ export function describeQuery (name: string, backend: QueryBackend): void {
         document: (extra = {}) => ({
           server: { instanceId: extra.instanceId ?? 'reader', stateDir: extra.stateDir ?? './state', trustedProxies: ['127.0.0.1'] },
           connections: { store: backend.connection(prefix) },
-          destinations: [{ name: 'audit', connection: 'store', path: 'audit', compression: extra.compression ?? 'none', uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.5, uploadShutdownGraceS: 120 }]
+          destinations: [{ name: 'audit', connection: 'store', path: 'audit', ...instanceOptions(extra), uploadRetryInitialS: 0.05, uploadRetryMaxS: 0.5, uploadShutdownGraceS: 120 }]
         })
       }
       events = trailEvents(12, 5)
@@ -55,7 +55,7 @@ export function describeQuery (name: string, backend: QueryBackend): void {
       return out
     }
 
-    it('returns every event once, from plain and gzip objects of three instances', async () => {
+    it('returns every event once, from plain, gzip, zstd and Parquet objects of five instances', async () => {
       const stats = newQueryStats()
       const problems: QueryProblem[] = []
       expect(sorted(await ids({ stats, onProblem: (p) => problems.push(p) }))).toEqual(expected(events, {}))
@@ -98,9 +98,9 @@ export function describeQuery (name: string, backend: QueryBackend): void {
       const found = await ids({ from, to: from + HOUR, stats })
       expect(sorted(found)).toEqual(expected(events, { from, to: from + HOUR }))
       const hourFiles = new Set(events.filter((e) => e.time >= from && e.time < from + HOUR).map((e) => `${e.topic}|${e.routingKey}`))
-      // One object per folder and instance writing it in that hour (the second half has two instances).
+      // One object per folder and instance writing it in that hour (the second half has four instances).
       expect(stats.filesOpened).toBeGreaterThanOrEqual(hourFiles.size)
-      expect(stats.filesOpened).toBeLessThanOrEqual(hourFiles.size * 2)
+      expect(stats.filesOpened).toBeLessThanOrEqual(hourFiles.size * 4)
       expect(stats.filesListed).toBe(stats.filesOpened)
     })
   })
