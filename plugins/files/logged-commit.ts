@@ -5,7 +5,7 @@ import type { CommitContext, CommitMode, OpenFile, Taken } from './commit-mode.j
 // so many partitions do not mean one open and close per request.
 const DEFERRED_WRITE_LIMIT = 64 * 1024
 /** Deferred bytes held in memory at most by default, all files together: beyond, the largest are written out. */
-const DEFERRED_MEMORY_LIMIT = 16 * 1024 * 1024
+const DEFERRED_MEMORY_LIMIT = 24 * 1024 * 1024
 const CHECKPOINT_BYTES = 64 * 1024 * 1024
 const CHECKPOINT_MS = 10_000
 
@@ -15,7 +15,7 @@ export interface LoggedCommitOptions {
   checkpointBytes?: number
   /** ...or this long (10 s). */
   checkpointMs?: number
-  /** Deferred bytes held in memory at most, all files together (16 MiB). */
+  /** Deferred bytes held in memory at most, all files together (24 MiB). */
   deferredMemoryBytes?: number
 }
 
@@ -44,6 +44,8 @@ export class LoggedCommit implements CommitMode {
   #unsynced = new Set<OpenFile>()
   #deferredBytes = 0
   #checkpointing: Promise<void> | undefined
+  /** Deferred bytes being written out in the background (over deferredMemoryBytes). */
+  #writingOut: Promise<void> | undefined
   /** A deferred write failed: keep every log segment, so a restart replays what the files lack. */
   #pinLog = false
   readonly defersFolderSync = true
@@ -57,7 +59,7 @@ export class LoggedCommit implements CommitMode {
   }
 
   get idle (): boolean {
-    return this.#checkpointing === undefined
+    return this.#checkpointing === undefined && this.#writingOut === undefined
   }
 
   get deferredBytes (): number {
@@ -110,7 +112,15 @@ export class LoggedCommit implements CommitMode {
         context.descriptors.unpin(file)
       }
     }))
-    if (this.#deferredBytes > this.#deferredMemoryBytes) await this.#writeOutDeferred(this.#deferredMemoryBytes / 4)
+    if (this.#deferredBytes > this.#deferredMemoryBytes / 2) {
+      // In the background from half the limit: with thousands of files, writing them out takes
+      // hundreds of ms, which the commits behind this one must not wait for. At the limit they do.
+      this.#writingOut ??= this.#writeOutDeferred(this.#deferredMemoryBytes / 8).finally(() => {
+        this.#writingOut = undefined
+        context.settled()
+      })
+      if (this.#deferredBytes > this.#deferredMemoryBytes) await this.#writingOut
+    }
     const log = this.#log
     if (this.#checkpointing === undefined && (log.bytes >= this.#checkpointBytes || context.now() - log.startedAt >= this.#checkpointMs)) {
       const files = this.#unsynced
@@ -172,46 +182,58 @@ export class LoggedCommit implements CommitMode {
   }
 
   /**
-   * Writes out the files holding the most deferred bytes until at most `target` are left (a
-   * quarter of the limit: fewer, larger writes than stopping just under it).
+   * Writes out the files holding the most deferred bytes until at most `target` are left (an
+   * eighth of the limit: fewer, larger writes than stopping just under it).
    */
   async #writeOutDeferred (target: number): Promise<void> {
     const largest = [...this.#unsynced]
       .map((file) => ({ file, bytes: this.#unwritten.get(file)?.bytes ?? 0 }))
       .filter((f) => f.bytes > 0)
       .sort((a, b) => b.bytes - a.bytes)
-    for (const { file } of largest) {
-      if (this.#deferredBytes <= target) break
-      try {
-        await this.#write(file)
-      } catch {
-        // Logged and handled by #write: the events are safe in the log.
+    let next = 0
+    // Two at a time: each is an open (within the descriptor cap) and a write in the thread pool.
+    const worker = async (): Promise<void> => {
+      while (next < largest.length && this.#deferredBytes > target) {
+        const { file } = largest[next++] as { file: OpenFile }
+        try {
+          await this.#write(file)
+        } catch {
+          // Logged and handled by #write: the events are safe in the log.
+        }
       }
     }
+    await Promise.all([worker(), worker()])
   }
 
   /** Syncs the files a finished log segment covers, then deletes the segment. */
   async #checkpoint (files: Set<OpenFile>, segment: number): Promise<void> {
     const { descriptors, logger } = this.#context
     try {
-      for (const file of files) {
-        if (file.state === 'sealed' || !file.created) continue // sealing synced it
-        descriptors.pin(file)
-        const sync = (async () => {
+      const queue = [...files]
+      // Two files at a time: with thousands of partitions, one by one would outlast the next checkpoint.
+      const worker = async (): Promise<void> => {
+        for (let file = queue.pop(); file !== undefined; file = queue.pop()) {
+          if (file.state === 'sealed' || !file.created) continue // sealing synced it
+          descriptors.pin(file)
+          const sync = (async () => {
+            try {
+              await this.#write(file)
+              await (await descriptors.get(file)).datasync()
+            } finally {
+              descriptors.unpin(file)
+            }
+          })()
+          file.syncs.add(sync)
           try {
-            await this.#write(file)
-            await (await descriptors.get(file)).datasync()
+            await sync
           } finally {
-            descriptors.unpin(file)
+            file.syncs.delete(sync)
           }
-        })()
-        file.syncs.add(sync)
-        try {
-          await sync
-        } finally {
-          file.syncs.delete(sync)
         }
       }
+      // Both workers stop before the outcome counts: a failed one must not leave the other running.
+      const failed = (await Promise.allSettled([worker(), worker()])).find((r) => r.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
       // The log let go of these files' events: their names must now survive a crash on their own.
       await this.#context.syncFolders(files)
       if (!this.#pinLog) await this.#log.remove(segment)

@@ -43,7 +43,7 @@ export interface WriterOptions {
   commitLog?: CommitLog
   checkpointBytes?: number
   checkpointMs?: number
-  /** Commit-log mode: deferred bytes held in memory at most, all files together (16 MiB). */
+  /** Commit-log mode: deferred bytes held in memory at most, all files together (24 MiB). */
   deferredMemoryBytes?: number
   journal: Journal
   logger: FastifyBaseLogger
