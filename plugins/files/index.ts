@@ -144,7 +144,6 @@ export class FilesDestination implements Destination {
         baseDir: context.baseDir,
         connection,
         path: options.path,
-        gzip: options.compression === 'gzip',
         logger: context.logger,
         now: context.now,
         lowestOpenSeq: () => journal.lowestLive(),
