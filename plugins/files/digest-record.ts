@@ -65,8 +65,11 @@ export interface HeadRecord extends RecordBase {
   /** On the first record of a chain: data files of this instance with a lower number predate the chain. */
   coveredFrom?: number
   /**
-   * After a crash: what the start found and repaired. `stateLost`: the local state was missing and
-   * the chain continues after the last record found in the store.
+   * After a crash: what the start found and repaired. `keys` (the first 100 of `files`): the files
+   * the previous run left incomplete that this start completes, by their final keys: files left
+   * open (repaired), and files left in the spool (converted to Parquet, placed or uploaded).
+   * `stateLost`: the local state was missing and the chain continues after the last record found
+   * in the store.
    */
   recovered?: { previousSeq: number, files: number, keys: string[], resentRecords: number, stateLost?: true }
 }

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
-import { zstdFrames } from './zstd.js'
+import { loadZstd, zstdFrames, type Zstd } from './zstd.js'
 
 export interface FileDigest {
   bytes: number
@@ -42,6 +42,14 @@ export interface DigestRequest {
 /** The content of a file cannot be read as its name says (the hashes could be): `code` of the error. */
 export const UNREADABLE_CONTENT = 'UNREADABLE_CONTENT'
 
+type Hyparquet = typeof import('hyparquet')
+
+/** Packages the digest code uses, loaded on first use (once per thread: zstd's WebAssembly instance is not to be set up twice). */
+interface Modules {
+  zstd(): Promise<Zstd>
+  hyparquet(): Promise<Hyparquet>
+}
+
 /** What the worker loads by path: the tests run the TypeScript sources, the server the compiled ones. */
 interface WorkerData {
   lowPriority: boolean
@@ -54,11 +62,10 @@ interface WorkerData {
 /**
  * Hashes and counts files, one at a time (they share the read buffer, and the disk is the limit
  * anyway). Self-contained: it reaches modules only through `load` (a worker's `require`, or one
- * made for the calling module) and is given the zstd frame walker, so that the digest worker runs
- * this same code from its source. Packages are loaded on first use, by the paths the main thread
- * resolved (`data`): the tests run the TypeScript sources, the server the compiled ones.
+ * made for the calling module) and is given the zstd frame walker and its packages' loaders, so
+ * that the digest worker runs this same code from its source.
  */
-function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, data: Omit<WorkerData, 'lowPriority'>): { run(job: DigestRequest): Promise<FileDigest> } {
+function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, modules: Modules): { run(job: DigestRequest): Promise<FileDigest> } {
   const fs = load('node:fs') as typeof import('node:fs')
   const crypto = load('node:crypto') as typeof import('node:crypto')
   const zlib = load('node:zlib') as typeof import('node:zlib')
@@ -66,15 +73,6 @@ function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, data: Omit
   const CHUNK = 4 * 1024 * 1024
   const buffer = Buffer.allocUnsafe(CHUNK)
   const unreadable = (message: string): Error => Object.assign(new Error(message), { code: 'UNREADABLE_CONTENT' })
-  let zstdLoading: Promise<{ decompress(data: Uint8Array): Uint8Array }> | undefined
-  const loadZstd = async (): Promise<{ decompress(data: Uint8Array): Uint8Array }> => {
-    zstdLoading ??= (async () => {
-      const zstd = load(data.zstdPath) as { init(): Promise<void>, decompress(data: Uint8Array): Uint8Array }
-      await zstd.init()
-      return zstd
-    })()
-    return await zstdLoading
-  }
   // `"serverTimestamp":"2026-11-26T02:47:43.123+0000"}` ends every line: the last bytes before a newline hold it.
   const TAIL = 96
   const timestamp = (before: string): string | null => {
@@ -143,7 +141,7 @@ function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, data: Omit
     let offset = 0
     return {
       async push (chunk) {
-        const zstd = await loadZstd()
+        const zstd = await modules.zstd()
         pending = pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([pending, chunk])
         const { frames: whole, complete } = frames(pending)
         for (const [start, end] of whole) {
@@ -168,11 +166,7 @@ function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, data: Omit
   const parquetSink = (path: string): Sink => ({
     push: () => {},
     async end () {
-      type Hyparquet = typeof import('hyparquet')
-      // Not an `import()` expression: the tests' transform would rewrite it into a helper the worker lacks.
-      // eslint-disable-next-line no-new-func
-      const load = new Function('url', 'return import(url)') as (url: string) => Promise<Hyparquet>
-      const hyparquet = await load(data.hyparquetUrl)
+      const hyparquet = await modules.hyparquet()
       const parsers = { timestampFromMilliseconds: (ms: bigint | number) => Number(ms) }
       const file = await hyparquet.asyncBufferFromFile(path)
       let metadata
@@ -202,7 +196,7 @@ function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, data: Omit
         low = Number.POSITIVE_INFINITY
         high = Number.NEGATIVE_INFINITY
         try {
-          const zstd = await loadZstd()
+          const zstd = await modules.zstd()
           await hyparquet.parquetRead({
             file,
             metadata,
@@ -281,7 +275,18 @@ function workerMain (core: typeof digestCore, frames: typeof zstdFrames): void {
     const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop())
     if (Number.isInteger(tid) && data.lowPriority) os.setPriority(tid, 19)
   } catch {}
-  const { run } = core(require, frames, data)
+  let zstd: Promise<Zstd> | undefined
+  let hyparquet: Promise<Hyparquet> | undefined
+  const { run } = core(require, frames, {
+    zstd: async () => await (zstd ??= (async () => {
+      const module = require(data.zstdPath) as Zstd & { init(): Promise<void> }
+      await module.init()
+      return module
+    })()),
+    // Not an `import()` expression: the tests' transform would rewrite it into a helper the worker lacks.
+    // eslint-disable-next-line no-new-func
+    hyparquet: async () => await (hyparquet ??= (new Function('url', 'return import(url)') as (url: string) => Promise<Hyparquet>)(data.hyparquetUrl))
+  })
   parentPort?.on('message', (job: DigestRequest & { id: number }) => {
     run(job).then(
       (digest) => parentPort.postMessage({ id: job.id, digest }),
@@ -344,7 +349,7 @@ export class FileDigester {
 
   async digest (request: DigestRequest): Promise<FileDigest> {
     if (this.#closed) throw new Error('the file digester is closed')
-    if (this.#size === 0) return await (this.#inline ??= digestCore(createRequire(import.meta.url), zstdFrames, modulePaths())).run(request)
+    if (this.#size === 0) return await (this.#inline ??= digestCore(createRequire(import.meta.url), zstdFrames, { zstd: loadZstd, hyparquet: async () => await import('hyparquet') })).run(request)
     return await new Promise<FileDigest>((resolve, reject) => {
       this.#queue.push({ id: this.#nextId++, request, resolve, reject })
       this.#pump()

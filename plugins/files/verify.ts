@@ -249,7 +249,7 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
         if (record.recovered !== undefined) {
           notes.push(record.recovered.stateLost === true
             ? `instance ${instanceId} lost its local state and continued its chain from the store at record ${record.seq} (${record.at})`
-            : `instance ${instanceId} resumed after a crash at record ${record.seq} (${record.at}): ${record.recovered.files} open file(s) repaired, ${record.recovered.resentRecords} record(s) stored again`)
+            : `instance ${instanceId} resumed after a crash at record ${record.seq} (${record.at}): ${record.recovered.files} file(s) left open or in the spool completed (recorded as each reaches its place), ${record.recovered.resentRecords} record(s) stored again`)
         }
       }
     }
