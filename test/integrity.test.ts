@@ -283,6 +283,28 @@ describe('integrity: Parquet files', () => {
     expect(records.find((r) => r.type === 'head' && r.reason === 'recovered')).toMatchObject({ recovered: { files: 1, keys: [key] } })
   }, 60_000)
 
+  it('a file recorded but still in the spool when the server died is placed again, not recorded twice', async () => {
+    const dir = await tempDir()
+    const document = settings(dir, { enabled: true }, { format: 'parquet' })
+    const first = await start({ document, baseDir: dir })
+    expect((await first.inject({ method: 'POST', url: '/events/t/r', payload: { n: 1 } })).statusCode).toBe(200)
+    await first.close()
+    const key = (await listFiles(join(dir, 'out'))).find((f) => f.endsWith('.parquet')) as string
+    const spool = join(dir, 'data', 'state', 'all', 'spool')
+    await mkdir(dirname(join(spool, key)), { recursive: true })
+    await link(join(dir, 'out', key), join(spool, key))
+    await (await start({ document, baseDir: dir })).close()
+    expect(await listFiles(spool)).toEqual([])
+    const report = await verifyDocument(document, dir)
+    expect(report.problems).toEqual([])
+    expect(report.summary).toMatchObject({ files: 1, events: 1 })
+    const reader = new FilesystemConnection({ root: join(dir, 'out') }, { name: 'r', baseDir: dir })
+    const records = await Promise.all((await keysOf(reader, 'events/.dss-integrity/')).map(async (k) => parseDigest(await readObject(reader, k)).record))
+    expect(records.filter((r) => r.type === 'file')).toHaveLength(1)
+    // Nothing is left pending: the closing head says so.
+    expect(records[records.length - 1]).toMatchObject({ type: 'head', reason: 'stop', openFrom: null })
+  })
+
   it('verify counts the rows of each file: a record whose count is not the file\'s is named', async () => {
     const dir = await tempDir()
     const document = settings(dir, { enabled: true }, { format: 'parquet' })

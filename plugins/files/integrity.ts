@@ -127,7 +127,11 @@ export class Integrity {
 
   /** A file is complete at its final place (the filesystem): digest it and record it. */
   async completed (file: CompletedFile): Promise<void> {
-    if (this.#chain.recorded(file.key)) return // recorded before a crash cut the rest short
+    if (this.#chain.recorded(file.key)) {
+      // Recorded before a crash cut the rest short (a Parquet file placed again was marked pending).
+      this.#inFlight.delete(file.key)
+      return
+    }
     this.#inFlight.set(file.key, this.#seqOf(file.key))
     try {
       await this.#record(file.key, await this.#digest(file))
@@ -136,7 +140,10 @@ export class Integrity {
     }
   }
 
-  /** A file sealed into the spool (or left there by the previous run): recorded once uploaded. */
+  /**
+   * A file sealed into the spool (or left there by the previous run), recorded once uploaded; or
+   * a Parquet file about to be placed on the filesystem, recorded once there.
+   */
   pending (key: string): void {
     this.#inFlight.set(key, this.#seqOf(key))
   }
