@@ -35,11 +35,14 @@ export interface FileRecord extends RecordBase {
   /** Its sequence number (from its name). */
   fileSeq: number
   bytes: number
-  /** Lines (events) it holds. */
+  /** Events it holds: lines of a JSON-lines file (decompressed), rows of a Parquet file. */
   lines: number
-  /** Hex SHA-256 of its bytes as stored (compressed, for `.jsonl.gz`). */
+  /** Hex SHA-256 of its bytes as stored (compressed, for `.jsonl.gz` and `.jsonl.zst`). */
   sha256: string
-  /** Reception time of its first and last line, ISO-8601 UTC; null when unreadable. */
+  /**
+   * Reception times, ISO-8601 UTC: of its first and last line (JSON lines), the lowest and highest
+   * `serverTimestamp` (Parquet); null when unreadable.
+   */
   firstAt: string | null
   lastAt: string | null
 }
@@ -62,8 +65,11 @@ export interface HeadRecord extends RecordBase {
   /** On the first record of a chain: data files of this instance with a lower number predate the chain. */
   coveredFrom?: number
   /**
-   * After a crash: what the start found and repaired. `stateLost`: the local state was missing and
-   * the chain continues after the last record found in the store.
+   * After a crash: what the start found and repaired. `keys` (the first 100 of `files`): the files
+   * the previous run left incomplete that this start completes, by their final keys: files left
+   * open (repaired), and files left in the spool (converted to Parquet, placed or uploaded).
+   * `stateLost`: the local state was missing and the chain continues after the last record found
+   * in the store.
    */
   recovered?: { previousSeq: number, files: number, keys: string[], resentRecords: number, stateLost?: true }
 }
@@ -145,9 +151,9 @@ export function parseDigestKey (rest: string): { instanceId: string, day: string
   return { instanceId: match[1] as string, day: match[2] as string, seq: Number(match[3]) }
 }
 
-const DATA_NAME = /^([A-Za-z0-9.-]+)_(.+)_(\d{10,})\.jsonl(\.gz)?$/
+const DATA_NAME = /^([A-Za-z0-9.-]+)_(.+)_(\d{10,})\.(?:jsonl(?:\.gz|\.zst)?|parquet)$/
 
-/** `<instanceId>_<destination>_<seq>.jsonl[.gz]`: instance ids hold no `_`, so the split is unambiguous. */
+/** `<instanceId>_<destination>_<seq>.jsonl[.gz|.zst]` or `.parquet`: instance ids hold no `_`, so the split is unambiguous. */
 export function parseDataName (name: string): { instanceId: string, destination: string, fileSeq: number } | undefined {
   const match = DATA_NAME.exec(name)
   if (match === null) return undefined

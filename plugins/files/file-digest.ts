@@ -1,4 +1,6 @@
+import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
+import { loadZstd, zstdFrames, type Zstd } from './zstd.js'
 
 export interface FileDigest {
   bytes: number
@@ -6,41 +8,71 @@ export interface FileDigest {
   sha256: string
   /** MD5 of the bytes (base64), when asked for: some stores check uploads against it. */
   md5?: string
+  /** Events: lines of a JSON-lines file, rows of a Parquet file. */
   lines: number
-  /** Reception time (ISO-8601 UTC) of the first and last line, from their `serverTimestamp`. */
+  /**
+   * Reception times (ISO-8601 UTC), from `serverTimestamp`: of the first and last line of a
+   * JSON-lines file; the lowest and highest of a Parquet file's column.
+   */
   firstAt: string | null
   lastAt: string | null
 }
 
+/** How a data file holds its events; the hashes are always of the bytes as stored. */
+export type DigestContent = 'jsonl' | 'jsonl.gz' | 'jsonl.zst' | 'parquet'
+
+/** The content of a data file, from its name (a file may predate the current settings). */
+export function contentOfKey (key: string): DigestContent | undefined {
+  if (key.endsWith('.parquet')) return 'parquet'
+  if (key.endsWith('.jsonl.gz')) return 'jsonl.gz'
+  if (key.endsWith('.jsonl.zst')) return 'jsonl.zst'
+  if (key.endsWith('.jsonl')) return 'jsonl'
+  return undefined
+}
+
 export interface DigestRequest {
   path: string
-  /** `gzip`: lines and times are read from the decompressed stream; the hashes are of the stored bytes. */
-  gzip: boolean
+  /** Compressed JSON lines are counted from the decompressed stream; Parquet from its footer. */
+  content: DigestContent
   md5: boolean
-  /** False: only the hashes and the size (lines 0, times null); `gzip` is then ignored. */
+  /** False: only the hashes and the size (lines 0, times null); `content` is then ignored. */
   lines?: boolean
 }
 
+/** The content of a file cannot be read as its name says (the hashes could be): `code` of the error. */
+export const UNREADABLE_CONTENT = 'UNREADABLE_CONTENT'
+
+type Hyparquet = typeof import('hyparquet')
+
+/** Packages the digest code uses, loaded on first use (once per thread: zstd's WebAssembly instance is not to be set up twice). */
+interface Modules {
+  zstd(): Promise<Zstd>
+  hyparquet(): Promise<Hyparquet>
+}
+
+/** What the worker loads by path: the tests run the TypeScript sources, the server the compiled ones. */
+interface WorkerData {
+  lowPriority: boolean
+  /** @bokuweb/zstd-wasm's CommonJS entry, for `.jsonl.zst`. */
+  zstdPath: string
+  /** hyparquet's entry (an ES module), for Parquet footers. */
+  hyparquetUrl: string
+}
+
 /**
- * The worker's code, run with `eval` so that it needs no file of its own next to the compiled
- * module (the tests run the TypeScript sources). It reads each file in large chunks, hashes it and
- * counts its lines, at the lowest CPU priority: digests are background work, and on a loaded
- * machine they should take the time nobody else wants rather than slow ingestion.
+ * Hashes and counts files, one at a time (they share the read buffer, and the disk is the limit
+ * anyway). Self-contained: it reaches modules only through `load` (a worker's `require`, or one
+ * made for the calling module) and is given the zstd frame walker and its packages' loaders, so
+ * that the digest worker runs this same code from its source.
  */
-function workerMain (): void {
-  const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads')
-  const fs = require('node:fs') as typeof import('node:fs')
-  const os = require('node:os') as typeof import('node:os')
-  const crypto = require('node:crypto') as typeof import('node:crypto')
-  const zlib = require('node:zlib') as typeof import('node:zlib')
-  const { once } = require('node:events') as typeof import('node:events')
-  try {
-    // Linux: a thread's id names it for setpriority(); elsewhere this just fails.
-    const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop())
-    if (Number.isInteger(tid) && (workerData as { lowPriority: boolean }).lowPriority) os.setPriority(tid, 19)
-  } catch {}
+function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, modules: Modules): { run(job: DigestRequest): Promise<FileDigest> } {
+  const fs = load('node:fs') as typeof import('node:fs')
+  const crypto = load('node:crypto') as typeof import('node:crypto')
+  const zlib = load('node:zlib') as typeof import('node:zlib')
+  const { once } = load('node:events') as typeof import('node:events')
   const CHUNK = 4 * 1024 * 1024
   const buffer = Buffer.allocUnsafe(CHUNK)
+  const unreadable = (message: string): Error => Object.assign(new Error(message), { code: 'UNREADABLE_CONTENT' })
   // `"serverTimestamp":"2026-11-26T02:47:43.123+0000"}` ends every line: the last bytes before a newline hold it.
   const TAIL = 96
   const timestamp = (before: string): string | null => {
@@ -49,6 +81,7 @@ function workerMain (): void {
     const ms = Date.parse(match[1] as string)
     return Number.isNaN(ms) ? null : new Date(ms).toISOString()
   }
+  interface Counted { lines: number, firstAt: string | null, lastAt: string | null }
   // Counts lines and reads the first and last line's timestamps from a stream of plain bytes.
   const lineScanner = () => {
     let lines = 0
@@ -69,53 +102,205 @@ function workerMain (): void {
         lastAt = last === first ? timestamp(beforeFirst) : timestamp(data.toString('latin1', Math.max(0, last - TAIL), last))
         tail = data.toString('latin1', Math.max(last + 1, data.length - TAIL))
       },
-      result: () => ({ lines, firstAt: firstAt ?? null, lastAt })
+      result: (): Counted => ({ lines, firstAt: firstAt ?? null, lastAt })
     }
   }
-  const run = async (job: { path: string, gzip: boolean, md5: boolean, lines?: boolean }): Promise<unknown> => {
-    const lines = job.lines !== false
+  interface Sink {
+    /** Takes the next bytes as stored (`data` is reused after it resolves). */
+    push(data: Buffer): Promise<void> | void
+    end(): Promise<Counted>
+  }
+  const plainSink = (): Sink => {
+    const scanner = lineScanner()
+    return { push: (chunk) => scanner.push(chunk), end: async () => scanner.result() }
+  }
+  const gzipSink = (): Sink => {
+    const scanner = lineScanner()
+    const inflate = zlib.createGunzip()
+    const inflated = new Promise((resolve, reject) => {
+      inflate.on('data', (chunk: Buffer) => scanner.push(chunk))
+      inflate.on('end', resolve)
+      inflate.on('error', (err: Error) => reject(unreadable(`cannot decompress: ${err.message}`)))
+    })
+    inflated.catch(() => {})
+    return {
+      async push (chunk) {
+        if (!inflate.write(Buffer.from(chunk))) await Promise.race([once(inflate, 'drain'), inflated])
+      },
+      async end () {
+        inflate.end()
+        await inflated
+        return scanner.result()
+      }
+    }
+  }
+  // One frame per commit: each whole frame is decoded as soon as its last byte is read.
+  const zstdSink = (): Sink => {
+    const scanner = lineScanner()
+    let pending = Buffer.alloc(0)
+    let offset = 0
+    return {
+      async push (chunk) {
+        const zstd = await modules.zstd()
+        pending = pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([pending, chunk])
+        const { frames: whole, complete } = frames(pending)
+        for (const [start, end] of whole) {
+          if ((pending.readUInt32LE(start) & 0xfffffff0) === 0x184d2a50) continue // a skippable frame holds no lines
+          try {
+            scanner.push(Buffer.from(zstd.decompress(pending.subarray(start, end))))
+          } catch (err) {
+            throw unreadable(`cannot decompress the zstd frame at byte ${offset + start}: ${(err as Error).message}`)
+          }
+        }
+        offset += complete
+        pending = Buffer.from(pending.subarray(complete))
+      },
+      async end () {
+        if (pending.length > 0) throw unreadable(`cannot decompress: not a whole zstd stream, the frames end at byte ${offset}`)
+        return scanner.result()
+      }
+    }
+  }
+  // Rows from the footer; reception times from the serverTimestamp column's statistics, or from
+  // the column itself in a file without them.
+  const parquetSink = (path: string): Sink => ({
+    push: () => {},
+    async end () {
+      const hyparquet = await modules.hyparquet()
+      const parsers = { timestampFromMilliseconds: (ms: bigint | number) => Number(ms) }
+      const file = await hyparquet.asyncBufferFromFile(path)
+      let metadata
+      try {
+        metadata = await hyparquet.parquetMetadataAsync(file, { parsers })
+      } catch (err) {
+        throw unreadable(`cannot read the Parquet footer: ${(err as Error).message}`)
+      }
+      const rows = Number(metadata.num_rows)
+      let low = Number.POSITIVE_INFINITY
+      let high = Number.NEGATIVE_INFINITY
+      let complete = true
+      for (const group of metadata.row_groups) {
+        if (Number(group.num_rows) === 0) continue
+        const chunk = group.columns.find((c) => c.meta_data?.path_in_schema.join('.') === 'serverTimestamp')
+        const stats = chunk?.meta_data?.statistics
+        const min = stats?.min_value ?? stats?.min
+        const max = stats?.max_value ?? stats?.max
+        if (typeof min !== 'number' || typeof max !== 'number') {
+          complete = false
+          break
+        }
+        low = Math.min(low, min)
+        high = Math.max(high, max)
+      }
+      if (!complete) {
+        low = Number.POSITIVE_INFINITY
+        high = Number.NEGATIVE_INFINITY
+        try {
+          const zstd = await modules.zstd()
+          await hyparquet.parquetRead({
+            file,
+            metadata,
+            columns: ['serverTimestamp'],
+            parsers,
+            compressors: { ZSTD: (input) => zstd.decompress(input), GZIP: (input) => zlib.gunzipSync(input) },
+            onChunk: ({ columnData }) => {
+              const values = columnData as ArrayLike<unknown>
+              for (let i = 0; i < values.length; i++) {
+                const value = values[i]
+                if (typeof value !== 'number') continue
+                if (value < low) low = value
+                if (value > high) high = value
+              }
+            }
+          })
+        } catch (err) {
+          throw unreadable(`cannot read the serverTimestamp column: ${(err as Error).message}`)
+        }
+      }
+      const iso = (ms: number): string | null => Number.isFinite(ms) ? new Date(ms).toISOString() : null
+      return { lines: rows, firstAt: iso(low), lastAt: iso(high) }
+    }
+  })
+  const sinkOf = (content: DigestRequest['content'], path: string): Sink => {
+    if (content === 'jsonl.gz') return gzipSink()
+    if (content === 'jsonl.zst') return zstdSink()
+    if (content === 'parquet') return parquetSink(path)
+    return plainSink()
+  }
+  const run = async (job: DigestRequest): Promise<FileDigest> => {
     const handle = await fs.promises.open(job.path, 'r')
     try {
       const sha = crypto.createHash('sha256')
       const md5 = job.md5 ? crypto.createHash('md5') : undefined
-      const scanner = lineScanner()
-      const inflate = job.gzip && lines ? zlib.createGunzip() : undefined
-      const inflated = inflate === undefined
-        ? undefined
-        : new Promise((resolve, reject) => {
-          inflate.on('data', (chunk: Buffer) => scanner.push(chunk))
-          inflate.on('end', resolve)
-          inflate.on('error', (err: Error) => reject(new Error(`cannot decompress: ${err.message}`)))
-        })
-      inflated?.catch(() => {})
+      const sink = job.lines === false ? undefined : sinkOf(job.content, job.path)
       let bytes = 0
       for (;;) {
         const { bytesRead } = await handle.read(buffer, 0, CHUNK, null)
         if (bytesRead === 0) break
-        const data = buffer.subarray(0, bytesRead)
-        sha.update(data)
-        md5?.update(data)
+        const chunk = buffer.subarray(0, bytesRead)
+        sha.update(chunk)
+        md5?.update(chunk)
         bytes += bytesRead
-        if (!lines) continue
-        if (inflate === undefined) scanner.push(data)
-        else if (!inflate.write(Buffer.from(data))) await Promise.race([once(inflate, 'drain'), inflated])
+        await sink?.push(chunk)
       }
-      if (inflate !== undefined) {
-        inflate.end()
-        await inflated
-      }
-      return { bytes, sha256: sha.digest('hex'), ...(md5 !== undefined ? { md5: md5.digest('base64') } : {}), ...scanner.result() }
+      const counted = sink === undefined ? { lines: 0, firstAt: null, lastAt: null } : await sink.end()
+      return { bytes, sha256: sha.digest('hex'), ...(md5 !== undefined ? { md5: md5.digest('base64') } : {}), ...counted }
     } finally {
       await handle.close()
     }
   }
-  // One job at a time: they share the read buffer, and the disk is the limit anyway.
   let queue: Promise<unknown> = Promise.resolve()
-  parentPort?.on('message', (job: { id: number, path: string, gzip: boolean, md5: boolean, lines?: boolean }) => {
-    queue = queue.then(async () => await run(job)).then(
+  return {
+    run: async (job) => {
+      const done = queue.then(async () => await run(job))
+      queue = done.catch(() => {})
+      return await done
+    }
+  }
+}
+
+/**
+ * The digest worker's code, run with `eval` so that it needs no file of its own next to the
+ * compiled module (the tests run the TypeScript sources), at the lowest CPU priority: digests are
+ * background work, and on a loaded machine they should take the time nobody else wants rather
+ * than slow ingestion.
+ */
+function workerMain (core: typeof digestCore, frames: typeof zstdFrames): void {
+  const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads')
+  const fs = require('node:fs') as typeof import('node:fs')
+  const os = require('node:os') as typeof import('node:os')
+  const data = workerData as WorkerData
+  try {
+    // Linux: a thread's id names it for setpriority(); elsewhere this just fails.
+    const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop())
+    if (Number.isInteger(tid) && data.lowPriority) os.setPriority(tid, 19)
+  } catch {}
+  let zstd: Promise<Zstd> | undefined
+  let hyparquet: Promise<Hyparquet> | undefined
+  const { run } = core(require, frames, {
+    zstd: async () => await (zstd ??= (async () => {
+      const module = require(data.zstdPath) as Zstd & { init(): Promise<void> }
+      await module.init()
+      return module
+    })()),
+    // Not an `import()` expression: the tests' transform would rewrite it into a helper the worker lacks.
+    // eslint-disable-next-line no-new-func
+    hyparquet: async () => await (hyparquet ??= (new Function('url', 'return import(url)') as (url: string) => Promise<Hyparquet>)(data.hyparquetUrl))
+  })
+  parentPort?.on('message', (job: DigestRequest & { id: number }) => {
+    run(job).then(
       (digest) => parentPort.postMessage({ id: job.id, digest }),
       (err: Error & { code?: string }) => parentPort.postMessage({ id: job.id, error: err.message, code: err.code }))
   })
+}
+
+/** The worker's source: its code, called with the digest code's and the frame walker's. */
+const WORKER_SOURCE = `(${workerMain.toString()})(${digestCore.toString()}, ${zstdFrames.toString()})`
+
+let resolvedData: Omit<WorkerData, 'lowPriority'> | undefined
+function modulePaths (): Omit<WorkerData, 'lowPriority'> {
+  resolvedData ??= { zstdPath: createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm'), hyparquetUrl: import.meta.resolve('hyparquet') }
+  return resolvedData
 }
 
 interface Job {
@@ -131,7 +316,10 @@ interface Slot {
 }
 
 export interface FileDigesterOptions {
-  /** Files digested at once, each in its own thread (1 by default). */
+  /**
+   * Files digested at once, each in its own thread (1 by default). 0: one at a time on the
+   * calling thread, for a few small files, where starting a thread would cost more than the work.
+   */
   workers?: number
   /**
    * Lowest CPU priority (the default): a server's digests are background work and should take
@@ -143,22 +331,25 @@ export interface FileDigesterOptions {
 /**
  * Digests files in worker threads, one file per thread at a time (the disk and the hash are the
  * work). Threads start on first use and stop with `close`; they never keep the process alive.
+ * With no thread (`workers: 0`) the same code runs on the calling thread.
  */
 export class FileDigester {
   readonly #size: number
   readonly #lowPriority: boolean
   readonly #slots: Slot[] = []
   readonly #queue: Job[] = []
+  #inline: ReturnType<typeof digestCore> | undefined
   #nextId = 1
   #closed = false
 
   constructor (options: FileDigesterOptions = {}) {
-    this.#size = Math.max(1, options.workers ?? 1)
+    this.#size = Math.max(0, options.workers ?? 1)
     this.#lowPriority = options.lowPriority ?? true
   }
 
   async digest (request: DigestRequest): Promise<FileDigest> {
     if (this.#closed) throw new Error('the file digester is closed')
+    if (this.#size === 0) return await (this.#inline ??= digestCore(createRequire(import.meta.url), zstdFrames, { zstd: loadZstd, hyparquet: async () => await import('hyparquet') })).run(request)
     return await new Promise<FileDigest>((resolve, reject) => {
       this.#queue.push({ id: this.#nextId++, request, resolve, reject })
       this.#pump()
@@ -178,7 +369,8 @@ export class FileDigester {
   }
 
   #start (): Slot {
-    const worker = new Worker(`(${workerMain.toString()})()`, { eval: true, workerData: { lowPriority: this.#lowPriority } })
+    const workerData: WorkerData = { lowPriority: this.#lowPriority, ...modulePaths() }
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData })
     const slot: Slot = { worker, job: undefined }
     worker.unref()
     worker.on('message', (message: { id: number, digest?: FileDigest, error?: string, code?: string }) => {

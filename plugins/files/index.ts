@@ -11,8 +11,8 @@ import { CommitLog } from './commit-log.js'
 import { checkLayout, compileLayout, type Layout } from './layout.js'
 import { filesMetrics, type FilesMetrics } from './metrics.js'
 import { PartitionWriter, type Compression, type SealedFile } from './partition-writer.js'
-import { SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
-import { moveIntoPlace, ParquetStage } from './parquet-stage.js'
+import { PARQUET_SUFFIX, SPOOL_SUFFIX, spoolLineHead } from './parquet.js'
+import { placeCopy, ParquetStage } from './parquet-stage.js'
 import { pruneEmptyFolders } from '../fs-sync.js'
 import { readFilesDestination } from './reader.js'
 import { recoverOpenFiles, spoolFiles } from './recovery.js'
@@ -144,7 +144,6 @@ export class FilesDestination implements Destination {
         baseDir: context.baseDir,
         connection,
         path: options.path,
-        gzip: options.compression === 'gzip',
         logger: context.logger,
         now: context.now,
         lowestOpenSeq: () => journal.lowestLive(),
@@ -152,7 +151,9 @@ export class FilesDestination implements Destination {
         retryMaxMs: options.uploadRetryMaxS * 1000
       })
       : undefined
-    const recovered: string[] = []
+    // Files the previous run left incomplete that this start completes, by their final keys: the
+    // `recovered` head of a chain after a crash lists them.
+    const recovered = new Set<string>()
     const log = new CommitLog(join(context.stateDir, 'commit-log'), context.logger, context.now)
     await recoverOpenFiles({
       destination: this.name,
@@ -165,7 +166,7 @@ export class FilesDestination implements Destination {
       ...(integrity !== undefined
         ? {
             onRecovered: async (key: string) => {
-              recovered.push(key)
+              recovered.add(finalKey(key))
               // Spooled, the file is recorded once uploaded, like any other.
               if (!spooled) await integrity.completed({ key, path: localPath(key) }).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
             }
@@ -174,7 +175,7 @@ export class FilesDestination implements Destination {
     })
     if (!appendable) this.#uploader = this.#startUploader(connection, spoolDir)
     const stage = this.#stage = this.#startStage(connection, spoolDir)
-    await this.#recoverSpool(spoolDir)
+    for (const key of await this.#recoverSpool(spoolDir)) recovered.add(key)
     if (!parquet && compressionOf(options) === 'zstd') await loadZstd() // fail now, not on the first event
     if (options.commitLog && options.durability === 'fsync') {
       await log.start()
@@ -191,7 +192,7 @@ export class FilesDestination implements Destination {
     if (appendable && spooled) this.#probePaths.push(connection.localPath(probeKey))
     await this.#probe()
     this.#healthTimer = setInterval(() => { void this.#probe() }, options.healthCheckIntervalS * 1000).unref()
-    await integrity?.start({ keys: recovered })
+    await integrity?.start({ keys: [...recovered] })
   }
 
   /** The uploader of an object store. */
@@ -240,13 +241,13 @@ export class FilesDestination implements Destination {
       if (!canAppend(connection)) throw new EVS_ERR_RECOVERY(this.name, `connection "${connection.name}" can neither append nor upload`)
       const finalPath = connection.localPath.bind(connection)
       place = async (file) => {
-        await moveIntoPlace(file.path, finalPath(file.key))
-        // Only Parquet files a previous run left in the spool get here with integrity on (settings refuse
-        // it with format parquet): the file is in place, so a failed record is reported, not retried.
-        await integrity?.completed({ key: file.key, path: finalPath(file.key) }).catch((err: unknown) => {
-          this.#metrics.error(err)
-          context.logger.error({ err, key: file.key }, 'could not add the digest record of a file placed from the spool')
-        })
+        const target = finalPath(file.key)
+        integrity?.pending(file.key)
+        await placeCopy(file.path, target)
+        // Recorded before the spool copy goes: a crash in between places it again at the next
+        // start (the same file) and records it then. A failed record leaves it to be placed again.
+        await integrity?.completed({ key: file.key, path: target })
+        await unlink(file.path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
         this.#spoolBytes -= file.size
         this.#metrics.completed.add()
         await pruneEmptyFolders(dirname(file.path), spoolDir)
@@ -266,10 +267,18 @@ export class FilesDestination implements Destination {
     })
   }
 
-  /** Every file left in the spool is sealed now: convert, place or upload it under its own key. */
-  async #recoverSpool (spoolDir: string): Promise<void> {
+  /**
+   * Every file left in the spool is sealed now: convert, place or upload it under its own key.
+   * Returns the final keys of the files this completes.
+   */
+  async #recoverSpool (spoolDir: string): Promise<string[]> {
     const logger = this.#context.logger
     const left = await spoolFiles(spoolDir)
+    const completing = new Set<string>()
+    for (const file of left) {
+      if (file.key.endsWith('.tmp')) continue // a conversion cut short: redone from its spool file
+      if (file.key.endsWith(SPOOL_SUFFIX) || file.key.endsWith(PARQUET_SUFFIX) || this.#uploader !== undefined) completing.add(finalKey(file.key))
+    }
     for (const file of left) this.#spoolBytes += file.size
     const others = await (this.#stage as ParquetStage).recover(left)
     const uploader = this.#uploader
@@ -280,6 +289,7 @@ export class FilesDestination implements Destination {
       }
     } else if (others.length > 0) logger.warn({ files: others.map((f) => f.path) }, 'files in the spool that this destination does not place (it writes to a filesystem): left as they are')
     if (left.length > 0) logger.info({ files: left.length, bytes: this.#spoolBytes }, 'handling files left in the spool by the previous run')
+    return [...completing]
   }
 
   #startWriter (journal: Journal, localPath: (key: string) => string, appendable: boolean, stage: ParquetStage): PartitionWriter {
@@ -501,13 +511,6 @@ export class FilesDestination implements Destination {
 
 function checkFilesDestination (options: FilesDestinationOptions, context: DestinationCheckContext): SettingsProblem[] {
   const problems = [...checkLayout(options), ...checkIntegrity(options.integrity, options, context)]
-  if (options.integrity?.enabled === true && options.format === 'parquet') {
-    // Digest records cover JSON-lines files; a Parquet file's would need its own line count and times.
-    problems.push({ path: '/integrity', message: 'integrity does not cover format parquet yet: expected format "jsonl" with integrity enabled' })
-  }
-  if (options.integrity?.enabled === true && options.format !== 'parquet' && options.compression === 'zstd') {
-    problems.push({ path: '/integrity', message: 'integrity does not cover compression zstd yet: expected compression "none" or "gzip" with integrity enabled' })
-  }
   if (options.format !== 'parquet' && options.compression === 'snappy') {
     problems.push({ path: '/compression', message: 'expected "none", "gzip" or "zstd" with format "jsonl" ("snappy" is for format "parquet"), got "snappy"' })
   }
@@ -516,6 +519,11 @@ function checkFilesDestination (options: FilesDestinationOptions, context: Desti
     problems.push({ path: '/connection', message: `expected the name of a connection defined in "connections" (${names === '' ? 'none is defined' : names}), got ${JSON.stringify(options.connection)}` })
   }
   return problems
+}
+
+/** The key a spool file ends up under: a Parquet spool file's is its Parquet file's. */
+function finalKey (key: string): string {
+  return key.endsWith(SPOOL_SUFFIX) ? key.slice(0, -'.jsonl'.length) : key
 }
 
 function quarantineDirOf (spoolDir: string): string {

@@ -4,7 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { Type, type Connection, type PutOptions, type SettingsProblem, type Static } from '../../core/plugin-api.js'
 import { DigestChain } from './digest-chain.js'
 import { DIGEST_FOLDER, digestPrefix, loadSigningKey, parseDataName, type HeadRecord, type Signer } from './digest-record.js'
-import { FileDigester, type FileDigest } from './file-digest.js'
+import { contentOfKey, FileDigester, type FileDigest } from './file-digest.js'
 
 export const IntegritySchema = Type.Object({
   enabled: Type.Boolean({ description: 'record a chained digest of every completed file' }),
@@ -55,7 +55,6 @@ export interface IntegrityContext {
   readonly connection: Connection
   /** The destination's folder within the connection. */
   readonly path: string
-  readonly gzip: boolean
   readonly logger: FastifyBaseLogger
   now(): number
   /** Lowest sequence number of a file that may still be written to (open, reserved, or the next one). */
@@ -128,7 +127,11 @@ export class Integrity {
 
   /** A file is complete at its final place (the filesystem): digest it and record it. */
   async completed (file: CompletedFile): Promise<void> {
-    if (this.#chain.recorded(file.key)) return // recorded before a crash cut the rest short
+    if (this.#chain.recorded(file.key)) {
+      // Recorded before a crash cut the rest short (a Parquet file placed again was marked pending).
+      this.#inFlight.delete(file.key)
+      return
+    }
     this.#inFlight.set(file.key, this.#seqOf(file.key))
     try {
       await this.#record(file.key, await this.#digest(file))
@@ -137,7 +140,10 @@ export class Integrity {
     }
   }
 
-  /** A file sealed into the spool (or left there by the previous run): recorded once uploaded. */
+  /**
+   * A file sealed into the spool (or left there by the previous run), recorded once uploaded; or
+   * a Parquet file about to be placed on the filesystem, recorded once there.
+   */
   pending (key: string): void {
     this.#inFlight.set(key, this.#seqOf(key))
   }
@@ -162,7 +168,8 @@ export class Integrity {
   }
 
   async #digest (file: CompletedFile): Promise<FileDigest> {
-    return await this.#digester.digest({ path: file.path, gzip: this.#context.gzip, md5: this.#wantMd5 })
+    // By the file's own name: the spool may hold files written under earlier settings.
+    return await this.#digester.digest({ path: file.path, content: contentOfKey(file.key) ?? 'jsonl', md5: this.#wantMd5 })
   }
 
   async #record (key: string, digest: FileDigest): Promise<void> {

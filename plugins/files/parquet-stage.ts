@@ -1,4 +1,4 @@
-import { copyFile, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { copyFile, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import { fsyncDir, pruneEmptyFolders } from '../fs-sync.js'
@@ -275,21 +275,30 @@ async function exists (path: string): Promise<boolean> {
 }
 
 /**
- * Moves a finished file from the spool into its place on the local filesystem, atomically for
- * readers: a rename, or across filesystems a copy to a hidden `.<name>.tmp` beside the target, synced,
- * then renamed. The target's folder is synced before the spool file is removed.
+ * Puts a finished file from the spool at its place on the local filesystem, atomically for
+ * readers, and leaves the spool file: the caller deletes it once the file is accounted for (its
+ * digest recorded), so that a crash in between only makes the next start place it again, which
+ * changes nothing. A hard link when the spool is on the same filesystem (a link already there
+ * from an earlier attempt is the same file); otherwise a copy to a hidden `.<name>.tmp` beside the
+ * target, synced, then renamed. The target's folder is synced before this resolves.
  */
-export async function moveIntoPlace (from: string, to: string): Promise<void> {
+export async function placeCopy (from: string, to: string): Promise<void> {
   const folder = dirname(to)
   const created = await mkdir(folder, { recursive: true })
   // Each new folder's entry is in its parent: sync those, down to the target's folder.
   if (created !== undefined) for (let d = folder; d !== dirname(created); d = dirname(d)) await fsyncDir(dirname(d))
   try {
-    await rename(from, to)
+    await link(from, to)
     await fsyncDir(folder)
     return
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST' && await sameFile(from, to)) {
+      await fsyncDir(folder)
+      return
+    }
+    // Another filesystem, or one without hard links: copy. A different file under that name is replaced.
+    if (code !== 'EEXIST' && code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EMLINK' && code !== 'ENOSYS') throw err
   }
   const temp = join(folder, `.${basename(to)}.tmp`)
   await copyFile(from, temp)
@@ -301,5 +310,9 @@ export async function moveIntoPlace (from: string, to: string): Promise<void> {
   }
   await rename(temp, to)
   await fsyncDir(folder)
-  await unlink(from)
+}
+
+async function sameFile (a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([stat(a), stat(b)])
+  return x.dev === y.dev && x.ino === y.ino
 }

@@ -1,12 +1,15 @@
-import { createHash, type KeyObject } from 'node:crypto'
-import { availableParallelism } from 'node:os'
-import { basename } from 'node:path'
+import { randomUUID, type KeyObject } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { once } from 'node:events'
+import { availableParallelism, tmpdir } from 'node:os'
+import { basename, join } from 'node:path'
 import { canAppend, type Connection, type DestinationVerifyContext, type VerifyProblem, type VerifyReport, type VerifyRequest } from '../../core/plugin-api.js'
 import {
   checkSignature, DIGEST_FOLDER, digestPrefix, keyIdOf, loadPublicKey, loadSigningKey, parseDataName, parseDigest, parseDigestKey,
   type FileRecord, type HeadRecord, type ParsedDigest
 } from './digest-record.js'
-import { FileDigester } from './file-digest.js'
+import { contentOfKey, FileDigester, UNREADABLE_CONTENT } from './file-digest.js'
 import { signingKeyText, type IntegrityOptions } from './integrity.js'
 
 /** The options `verify` needs; a subset of the files destination's. */
@@ -17,9 +20,9 @@ export interface VerifiableOptions {
 }
 
 const PROBE_PREFIX = '.dss-event-server-probe-'
-const POOL_THRESHOLD_BYTES = 32 * 1024 * 1024
 /** Slack on top of two head intervals before a chain that stopped writing heads is called cut. */
 const TAIL_SLACK_MS = 60_000
+const POOL_THRESHOLD_BYTES = 32 * 1024 * 1024
 
 async function readAll (connection: Connection, key: string): Promise<Buffer> {
   const chunks: Buffer[] = []
@@ -28,28 +31,49 @@ async function readAll (connection: Connection, key: string): Promise<Buffer> {
 }
 
 /**
- * SHA-256 and length of an object: whole local files hashed in worker threads (one per core) when
- * there is a pool, else streamed through the connection.
+ * SHA-256, size and events of a data object, counted in a worker thread as the server counted them:
+ * a local file in place; an object of a store downloaded to a temporary file first (events are
+ * read from the decompressed stream, or from a Parquet footer, which is at the end). `lines` is
+ * undefined for a file whose name gives no format, or whose content cannot be read as it says.
  */
-async function hashObject (connection: Connection, key: string, digester: FileDigester | undefined, onBytes: (n: number) => void): Promise<{ sha256: string, bytes: number }> {
-  if (canAppend(connection) && digester !== undefined) {
+async function digestObject (connection: Connection, key: string, digester: FileDigester, scratch: () => Promise<string>, onBytes: (n: number) => void): Promise<{ sha256: string, bytes: number, lines: number | undefined, unreadable?: string }> {
+  const content = contentOfKey(key)
+  let path: string
+  let temp: string | undefined
+  if (canAppend(connection)) {
+    path = connection.localPath(key)
+  } else {
+    path = temp = join(await scratch(), randomUUID())
+    const out = createWriteStream(temp)
     try {
-      const { sha256, bytes } = await digester.digest({ path: connection.localPath(key), gzip: false, md5: false, lines: false })
-      onBytes(bytes)
-      return { sha256, bytes }
+      for await (const chunk of await connection.read(key)) {
+        onBytes((chunk as Buffer).length)
+        if (!out.write(chunk)) await once(out, 'drain')
+      }
+      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`no object at ${key}`), { code: 'EVS_ERR_CONNECTION_NOT_FOUND' })
+      out.destroy()
+      await rm(temp, { force: true })
       throw err
     }
   }
-  const hash = createHash('sha256')
-  let bytes = 0
-  for await (const chunk of await connection.read(key)) {
-    hash.update(chunk as Buffer)
-    bytes += (chunk as Buffer).length
-    onBytes((chunk as Buffer).length)
+  try {
+    try {
+      const found = await digester.digest({ path, content: content ?? 'jsonl', md5: false, lines: content !== undefined })
+      if (temp === undefined) onBytes(found.bytes)
+      return { sha256: found.sha256, bytes: found.bytes, lines: content === undefined ? undefined : found.lines }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') throw Object.assign(new Error(`no object at ${key}`), { code: 'EVS_ERR_CONNECTION_NOT_FOUND' })
+      if (code !== UNREADABLE_CONTENT) throw err
+      // Its hash still says whether it is what was recorded.
+      const found = await digester.digest({ path, content: 'jsonl', md5: false, lines: false })
+      if (temp === undefined) onBytes(found.bytes)
+      return { sha256: found.sha256, bytes: found.bytes, lines: undefined, unreadable: (err as Error).message }
+    }
+  } finally {
+    if (temp !== undefined) await rm(temp, { force: true })
   }
-  return { sha256: hash.digest('hex'), bytes }
 }
 
 /** Runs `work` over `items`, `concurrency` at a time. */
@@ -225,7 +249,7 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
         if (record.recovered !== undefined) {
           notes.push(record.recovered.stateLost === true
             ? `instance ${instanceId} lost its local state and continued its chain from the store at record ${record.seq} (${record.at})`
-            : `instance ${instanceId} resumed after a crash at record ${record.seq} (${record.at}): ${record.recovered.files} open file(s) repaired, ${record.recovered.resentRecords} record(s) stored again`)
+            : `instance ${instanceId} resumed after a crash at record ${record.seq} (${record.at}): ${record.recovered.files} file(s) left open or in the spool completed (recorded as each reaches its place), ${record.recovered.resentRecords} record(s) stored again`)
         }
       }
     }
@@ -290,21 +314,24 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
   let lastAt: string | null = null
   let checkedBytes = 0
   let checked = 0
-  // Threads are worth starting only when there is much to hash.
+  // Threads are worth starting only when there is much to read.
   let total = 0
   for (const record of recordedKeys.values()) total += record.bytes
-  const local = canAppend(connection) && total >= POOL_THRESHOLD_BYTES
-  const workers = Math.min(4, availableParallelism())
-  const digester = local ? new FileDigester({ workers, lowPriority: false }) : undefined
+  const workers = total >= POOL_THRESHOLD_BYTES ? Math.min(4, availableParallelism()) : 0
+  const digester = new FileDigester({ workers, lowPriority: false })
+  let scratchDir: Promise<string> | undefined
+  const scratch = async (): Promise<string> => await (scratchDir ??= mkdtemp(join(tmpdir(), 'dss-event-server-verify-')))
   try {
-    await forEach([...recordedKeys.values()], local ? workers : 8, async (record) => {
+    await forEach([...recordedKeys.values()], canAppend(connection) ? Math.max(1, workers) : 8, async (record) => {
       const size = data.get(record.key)
       if (size === undefined) problem('missing', record.key, `recorded (record ${record.seq} of instance ${record.instanceId}, ${record.bytes} bytes) but not in the store`)
       else if (size !== record.bytes) problem('altered', record.key, `${size} bytes, recorded ${record.bytes}`)
       else {
         try {
-          const found = await hashObject(connection, record.key, digester, (n) => { checkedBytes += n })
+          const found = await digestObject(connection, record.key, digester, scratch, (n) => { checkedBytes += n })
           if (found.sha256 !== record.sha256) problem('altered', record.key, `its SHA-256 is ${found.sha256.slice(0, 16)}…, recorded ${record.sha256.slice(0, 16)}…`)
+          else if (found.unreadable !== undefined) problem('altered', record.key, `its bytes are those recorded, but its events cannot be counted: ${found.unreadable}`)
+          else if (found.lines !== undefined && found.lines !== record.lines) problem('altered', record.key, `it holds ${found.lines} events, recorded ${record.lines}`)
           else {
             files++
             bytes += record.bytes
@@ -320,7 +347,8 @@ export async function verifyFilesDestination (options: VerifiableOptions, contex
       progress('checking data files', ++checked, recordedKeys.size, checkedBytes)
     })
   } finally {
-    await digester?.close()
+    await digester.close()
+    if (scratchDir !== undefined) await rm(await scratchDir, { recursive: true, force: true })
   }
 
   for (const [key] of data) {

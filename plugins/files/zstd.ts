@@ -23,16 +23,36 @@ export async function loadZstd (): Promise<Zstd> {
   return await loading
 }
 
-const MAGIC = 0xfd2fb528
-const SKIPPABLE_MAGIC = 0x184d2a50
-
 /**
  * Frames of `data`, as [start, end) offsets, while they are whole; `complete` is where the last
  * whole one ends. The structure (headers and block sizes) is read, not decoded: a crash can only
  * cut the tail, and a cut frame is one whose blocks run past the end or that lacks its last block.
+ * Self-contained (no reference outside its body): the digest worker runs this same code.
  */
 export function zstdFrames (data: Uint8Array): { frames: Array<[number, number]>, complete: number } {
+  const MAGIC = 0xfd2fb528
+  const SKIPPABLE_MAGIC = 0x184d2a50
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+  const frameEnd = (start: number): number => {
+    const descriptor = data[start + 4]
+    if (descriptor === undefined) return Number.POSITIVE_INFINITY
+    const fcsFlag = descriptor >> 6
+    const singleSegment = (descriptor >> 5) & 1
+    const checksum = (descriptor >> 2) & 1
+    const dictionaryIdFlag = descriptor & 3
+    let at = start + 5 + (singleSegment === 1 ? 0 : 1) + [0, 1, 2, 4][dictionaryIdFlag]! + (fcsFlag === 0 ? singleSegment : 1 << fcsFlag)
+    for (;;) {
+      if (at + 3 > data.length) return Number.POSITIVE_INFINITY
+      const header = view.getUint16(at, true) | (data[at + 2]! << 16)
+      const last = header & 1
+      const type = (header >> 1) & 3
+      const size = header >> 3
+      at += 3 + (type === 1 ? 1 : size)
+      if (type === 3) return Number.POSITIVE_INFINITY // reserved: not a frame this writer made
+      if (last === 1) break
+    }
+    return at + (checksum === 1 ? 4 : 0)
+  }
   const frames: Array<[number, number]> = []
   let at = 0
   while (at + 4 <= data.length) {
@@ -41,7 +61,7 @@ export function zstdFrames (data: Uint8Array): { frames: Array<[number, number]>
     if ((magic & 0xfffffff0) === SKIPPABLE_MAGIC) {
       end = at + 8 + (at + 8 <= data.length ? view.getUint32(at + 4, true) : Number.POSITIVE_INFINITY)
     } else if (magic === MAGIC) {
-      end = frameEnd(data, view, at)
+      end = frameEnd(at)
     } else {
       break
     }
@@ -50,27 +70,6 @@ export function zstdFrames (data: Uint8Array): { frames: Array<[number, number]>
     at = end
   }
   return { frames, complete: at }
-}
-
-function frameEnd (data: Uint8Array, view: DataView, start: number): number {
-  const descriptor = data[start + 4]
-  if (descriptor === undefined) return Number.POSITIVE_INFINITY
-  const fcsFlag = descriptor >> 6
-  const singleSegment = (descriptor >> 5) & 1
-  const checksum = (descriptor >> 2) & 1
-  const dictionaryIdFlag = descriptor & 3
-  let at = start + 5 + (singleSegment === 1 ? 0 : 1) + [0, 1, 2, 4][dictionaryIdFlag]! + (fcsFlag === 0 ? singleSegment : 1 << fcsFlag)
-  for (;;) {
-    if (at + 3 > data.length) return Number.POSITIVE_INFINITY
-    const header = view.getUint16(at, true) | (data[at + 2]! << 16)
-    const last = header & 1
-    const type = (header >> 1) & 3
-    const size = header >> 3
-    at += 3 + (type === 1 ? 1 : size)
-    if (type === 3) return Number.POSITIVE_INFINITY // reserved: not a frame this writer made
-    if (last === 1) break
-  }
-  return at + (checksum === 1 ? 4 : 0)
 }
 
 /** Decompresses every frame of `data` (e.g. a `.jsonl.zst` file written one frame per commit). */
