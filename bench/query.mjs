@@ -233,7 +233,7 @@ export async function runQueryBench (options = {}) {
   }
 }
 
-function table (report) {
+export function queryTable (report) {
   const rows = [['format', 'data MB', 'stored MB', 'query MB/s', 'query stored MB/s', 'baseline MB/s', 'ratio', 'query MB/CPU-s', 'baseline MB/CPU-s', 'CPU ratio']]
   for (const r of report.results) rows.push([`.${r.format}`, r.dataMB, r.storedMB, r.queryMBps, r.queryStoredMBps, r.grepMBps ?? '—', r.ratioToGrep ?? '—', r.queryMBperCpuS, r.grepMBperCpuS ?? '—', r.cpuRatioToGrep ?? '—'])
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)))
@@ -243,7 +243,7 @@ function table (report) {
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const report = await runQueryBench()
-  const text = `Filter: ${report.filter}; baseline: ${report.baseline}\nMB/s: MB of lines (decompressed) per wall-clock second; stored MB/s: MB of the files as stored; MB/CPU-s: per CPU second of every thread and process; ratio: baseline time / query time (above 1: the query is faster); medians of the rounds.\nMachine: ${report.machine.cpus} × ${report.machine.cpu}, ${report.machine.memoryGB} GiB, ${report.machine.platform}, Node.js ${report.machine.node}; 1-minute load average at the end: ${report.machine.loadAverage1m}\n\n${table(report)}\n`
+  const text = `Filter: ${report.filter}; baseline: ${report.baseline}\nMB/s: MB of lines (decompressed) per wall-clock second; stored MB/s: MB of the files as stored; MB/CPU-s: per CPU second of every thread and process; ratio: baseline time / query time (above 1: the query is faster); medians of the rounds.\nMachine: ${report.machine.cpus} × ${report.machine.cpu}, ${report.machine.memoryGB} GiB, ${report.machine.platform}, Node.js ${report.machine.node}; 1-minute load average at the end: ${report.machine.loadAverage1m}\n\n${queryTable(report)}\n`
   process.stdout.write(text)
   await mkdir(join(here, 'results'), { recursive: true })
   await writeFile(join(here, 'results', 'query-latest.json'), `${JSON.stringify(report, null, 2)}\n`)

@@ -8,7 +8,9 @@
 //
 // Environment: BENCH_ONLY (scenario ids, e.g. "a,c"; "s3" adds the S3 scenario), BENCH_SWEEPS
 // ("0": none; "connections", "routing-keys"), BENCH_ROUNDS (5), BENCH_SECONDS (5 per measurement),
-// BENCH_SWEEP_SECONDS (4), BENCH_LOAD (wrk|autocannon), BENCH_WRK_THREADS (1), BENCH_PROFILE=1 (a
+// BENCH_SWEEP_SECONDS (4), BENCH_QUERY ("0": no query scenario; else 1 GB of .jsonl and 256 MB each of
+// .jsonl.gz and .jsonl.zst, 128 MB of .parquet, see bench/query.mjs), BENCH_LOAD (wrk|autocannon),
+// BENCH_WRK_THREADS (1), BENCH_PROFILE=1 (a
 // --cpu-prof profile of the server per scenario in bench/results/profiles/), BENCH_KEEP=1 (keep the
 // work folders: settings, wrk scripts, output).
 import { spawn } from 'node:child_process'
@@ -22,6 +24,7 @@ import { SCENARIOS, SHAPES, TARGET_SCENARIOS, CONNECTION_SWEEP, ROUTING_KEY_SWEE
 import { pickLoadGenerator, writeWrkScript, runWrk, runAutocannon } from './load.mjs'
 import { folderSizes, IdLedger, RUN_STRIDE, scanFolder, scanLines } from './verify.mjs'
 import { sweepCharts } from './charts.mjs'
+import { queryTable, runQueryBench } from './query.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..')
@@ -509,6 +512,17 @@ function targets (results) {
   return out
 }
 
+/** The query targets of the issue, from bench/query.mjs's report. */
+function queryGoals (report) {
+  const of = (format) => report.results.find((r) => r.format === format)
+  const out = []
+  const jsonl = of('jsonl')
+  if (jsonl !== undefined) out.push({ name: `query over ${fmt(jsonl.dataMB)} MB of .jsonl: at least 250 MB/s`, met: jsonl.queryMBps >= 250, detail: `${fmt(jsonl.queryMBps)} MB/s; ${jsonl.ratioToGrep} of grep -c's speed (a floor: grep cannot tell a field from a substring)` })
+  const gz = of('jsonl.gz')
+  if (gz !== undefined) out.push({ name: 'query over .jsonl.gz: faster than zcat | grep -c', met: gz.ratioToGrep > 1, detail: `${gz.ratioToGrep} times as fast (${fmt(gz.queryMBps)} MB/s of lines)` })
+  return out
+}
+
 function scenarioTable (results, mainLabel) {
   const head = ['scenario', 'side', 'events/s', 'requests/s', 'p50 ms', 'p99 ms', 'worst p99 ms', 'max ms', 'peak RSS MB', 'CPU µs/event (JS thread)', 'vs bare', 'vs bare+parse']
   const rows = [head]
@@ -603,6 +617,20 @@ if (runSweeps.includes('routing-keys')) {
   sweeps.routingKeys = await routingKeySweep()
 }
 
+// Reading the trail back (`query`), on local files this bench writes itself: not for --target.
+let query
+if (target === undefined && env.BENCH_QUERY !== '0') {
+  console.log('\nquery: a field filter matching 1% of events, against grep -c of the same value (bench/query.mjs)')
+  query = await runQueryBench({
+    mb: QUICK ? 128 : 1024,
+    gzMb: QUICK ? 64 : 256,
+    zstMb: QUICK ? 64 : 256,
+    parquetMb: QUICK ? 32 : 128,
+    rounds: QUICK ? 1 : 3,
+    log: (text) => console.log(`  ${text}`)
+  })
+}
+
 const mainLabel = target === undefined ? 'dss-event-server' : 'target'
 const goals = target === undefined && results.length > 0 ? targets(results) : []
 const minutes = (Date.now() - started) / 60000
@@ -625,12 +653,14 @@ const md = [
   results.length > 0 ? scenarioTable(results, mainLabel) : '',
   goals.length > 0 ? goals.map((g) => `- ${g.met ? 'met' : '**not met**'}: ${g.name}: ${g.detail}`).join('\n') : '',
   sweepTables(sweeps),
+  query === undefined ? '' : `Query (${query.filter}); baseline: ${query.baseline}. MB/s: MB of lines per second; ratio: baseline time / query time.\n\n${queryTable(query)}\n\n${queryGoals(query).map((g) => `- ${g.met ? 'met' : '**not met**'}: ${g.name}: ${g.detail}`).join('\n')}`,
   Object.keys(svgs).map((f) => `![${f}](${f})`).join('\n'),
   `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, ${machine.os}, Node.js ${machine.node}. Load: ${method}`
 ].filter((s) => s !== '').join('\n\n') + '\n'
 
 console.log(`\n${results.length > 0 ? scenarioTable(results, mainLabel) : ''}`)
 if (Object.keys(sweeps).length > 0) console.log(`\n${sweepTables(sweeps)}`)
+if (query !== undefined) console.log(`\n${queryTable(query)}\n${queryGoals(query).map((g) => `${g.met ? 'met    ' : 'NOT MET'}  ${g.name}: ${g.detail}`).join('\n')}`)
 if (goals.length > 0) console.log(`\n${goals.map((g) => `${g.met ? 'met    ' : 'NOT MET'}  ${g.name}: ${g.detail}`).join('\n')}`)
 
 const report = {
@@ -643,7 +673,8 @@ const report = {
   minutes,
   scenarios: results.map(({ scenario, ...r }) => ({ id: scenario.id, name: scenarioName(scenario, target !== undefined), shape: scenario.shape, connections: scenario.connections, routingKeys: scenario.routingKeys, destination: scenario.destination, ...r })),
   sweeps,
-  targets: goals,
+  query,
+  targets: [...goals, ...(query === undefined ? [] : queryGoals(query))],
   failures
 }
 await mkdir(resultsDir, { recursive: true })

@@ -1,7 +1,7 @@
 import { copyFile, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { fsyncDir, pruneEmptyFolders } from '../fs-sync.js'
+import { foldersOfNewFile, fsyncDir, fsyncDirs, pruneEmptyFolders } from '../fs-sync.js'
 import { ConversionError, Converter } from './converter.js'
 import { PARQUET_SUFFIX, SPOOL_SUFFIX, type ConvertOptions } from './parquet.js'
 import type { SpoolFile } from './uploader.js'
@@ -285,8 +285,8 @@ async function exists (path: string): Promise<boolean> {
 export async function placeCopy (from: string, to: string): Promise<void> {
   const folder = dirname(to)
   const created = await mkdir(folder, { recursive: true })
-  // Each new folder's entry is in its parent: sync those, down to the target's folder.
-  if (created !== undefined) for (let d = folder; d !== dirname(created); d = dirname(d)) await fsyncDir(dirname(d))
+  // Each new folder's entry is in its parent: sync those now, the target's folder once it holds the file.
+  await fsyncDirs(foldersOfNewFile(folder, created).slice(1), 2)
   try {
     await link(from, to)
     await fsyncDir(folder)
