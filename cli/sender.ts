@@ -2,6 +2,8 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { randomBytes } from 'node:crypto'
 
+const REQUEST_TIMEOUT_MS = 30_000
+
 export interface SenderOptions {
   /** Base URL of the event server, as a DSS node's target has it (no path), or with `/events...`. */
   url: string
@@ -99,6 +101,8 @@ export async function send (options: SenderOptions, onProgress?: (progress: Send
       res.on('error', reject)
     })
     req.on('error', reject)
+    // A server that takes the request and never answers counts as an error, not a hang.
+    req.setTimeout(REQUEST_TIMEOUT_MS, () => { req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)) })
     req.end(body)
   })
 

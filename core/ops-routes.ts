@@ -90,11 +90,11 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ runtime: OpsRuntime }> = asy
     const destinations: StatsAnswer['destinations'] = {}
     for (const [name, destination] of server.destinations) {
       const stats = destination.stats?.() ?? {}
-      const oldest = typeof stats.oldestPendingAt === 'number' ? stats.oldestPendingAt : undefined
+      const oldest = typeof stats.oldestPendingAt === 'number' && Number.isFinite(stats.oldestPendingAt) ? stats.oldestPendingAt : undefined
       destinations[name] = {
         eventsWritten: events[name] ?? 0,
         bytesWritten: bytes[name] ?? 0,
-        pendingBytes: stats.pendingBytes ?? 0,
+        pendingBytes: Number.isFinite(stats.pendingBytes) ? stats.pendingBytes as number : 0,
         oldestPendingAgeS: oldest === undefined ? null : Math.max(0, (now() - oldest) / 1000),
         ready: destination.ready?.() ?? { ready: true },
         details: stats

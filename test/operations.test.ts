@@ -54,6 +54,15 @@ describe('statistics and metrics', () => {
     expect(stats.lastError).toBeNull()
   })
 
+  it('/stats keeps every topic, whatever characters it holds (its answer schema must not drop one)', async () => {
+    const dir = await tempDir()
+    const app = await start({ document: fsSettings(), baseDir: dir })
+    const res = await app.inject({ method: 'POST', url: '/events', payload: [{ topic: 'line\nbreak' }, { topic: 'émoji 🎉' }] })
+    expect(res.statusCode).toBe(200)
+    const stats = (await app.inject({ method: 'GET', url: '/stats' })).json()
+    expect(stats.events.byTopic).toEqual({ 'line\nbreak': { received: 1, accepted: 1 }, 'émoji 🎉': { received: 1, accepted: 1 } })
+  })
+
   it('/metrics exposes the same figures in Prometheus format, never with routing keys as labels', async () => {
     const { app } = await trafficked()
     const res = await app.inject({ method: 'GET', url: '/metrics' })

@@ -54,6 +54,41 @@ describe('partition writer: names of new files', () => {
 })
 
 describe('partition writer with a commit log', () => {
+  it('a file whose deferred write fails keeps its acknowledged lines: left open in the journal, the log kept, replayed at the next start', async () => {
+    const dir = await tempDir()
+    const log = new CommitLog(join(dir, 'log'), silent, Date.now)
+    await log.start()
+    let closed = false
+    onCleanup(async () => { if (!closed) await log.close() })
+    await mkdir(join(dir, 'state'), { recursive: true })
+    const journal = await Journal.load(join(dir, 'state'))
+    const w = await writer(dir, { commitLog: log, maxOpenFiles: 1, journal, checkpointBytes: 1 << 30, checkpointMs: 3_600_000 })
+    await w.append('a', '', [Buffer.from('{"n":1}\n')])
+    await w.append('b', '', [Buffer.from('{"n":2}\n')]) // takes the only descriptor: a's lines now wait in memory
+    // a's folder becomes unwritable (a file in its place)...
+    const { rename, writeFile } = await import('node:fs/promises')
+    await rename(join(dir, 'out', 'a'), join(dir, 'a-moved'))
+    await writeFile(join(dir, 'out', 'a'), 'not a folder')
+    // ...and 64 KiB for it are acknowledged from the log, then written at once: that write fails.
+    const big = Buffer.from(`{"n":3,"pad":"${'x'.repeat(70_000)}"}\n`)
+    await w.append('a', '', [big])
+    await w.flush()
+    expect(journal.unsealed().map((e) => e.key)).toEqual(['a/f_1.jsonl'])
+    await journal.close()
+    await log.close()
+    closed = true
+    // The next start: the folder is back, the log is replayed into the file left open.
+    const { rm } = await import('node:fs/promises')
+    await rm(join(dir, 'out', 'a'))
+    await rename(join(dir, 'a-moved'), join(dir, 'out', 'a'))
+    const { recoverOpenFiles } = await import('../plugins/files/recovery.js')
+    const again = await Journal.load(join(dir, 'state'))
+    onCleanup(async () => await again.close())
+    await recoverOpenFiles({ destination: 'd', journal: again, log: new CommitLog(join(dir, 'log'), silent, Date.now), localPath: (key) => join(dir, 'out', ...key.split('/')), tornDir: join(dir, 'torn'), logger: silent, now: Date.now })
+    expect(await readFile(join(dir, 'out', 'a', 'f_1.jsonl'), 'utf8')).toBe(`{"n":1}\n${big.toString()}`)
+    expect(again.unsealed()).toEqual([])
+  })
+
   it('answers before the new files\' folders are synced; the checkpoint syncs each folder once, before the log lets go', async () => {
     const dir = await tempDir()
     let now = 0

@@ -1,8 +1,14 @@
-import { Type, type Static } from 'typebox'
+import { Type, type Static, type TSchema } from 'typebox'
 
 // The answers of the ops routes: the one source of their types (Static) and of their serializers.
 
-const Counts = Type.Record(Type.String(), Type.Integer())
+/**
+ * An object with any keys: topics and error codes. Type.Record's `^.*$` would not match a key
+ * holding a line break (a topic may), and the serializer would then drop it silently.
+ */
+const MapOf = <T extends TSchema>(value: T) => Type.Unsafe<Record<string, Static<T>>>({ type: 'object', additionalProperties: value })
+
+const Counts = MapOf(Type.Integer())
 
 export const HealthSchema = Type.Object({ status: Type.Literal('ok') })
 
@@ -11,13 +17,11 @@ export const ReadySchema = Type.Object({
   /** Why not, one line each: shutting down, memory, a destination. */
   reasons: Type.Array(Type.String()),
   /** Per destination: "ready", or why not. */
-  destinations: Type.Record(Type.String(), Type.String())
+  destinations: MapOf(Type.String())
 })
 
-const DestinationReady = Type.Union([
-  Type.Object({ ready: Type.Literal(true) }),
-  Type.Object({ ready: Type.Literal(false), reason: Type.String() })
-])
+// What a destination's ready() says, as it says it: a third-party type may say more.
+const DestinationReady = Type.Object({ ready: Type.Boolean(), reason: Type.Optional(Type.String()) }, { additionalProperties: true })
 
 export const DestinationStatsSchema = Type.Object({
   eventsWritten: Type.Integer(),
@@ -26,7 +30,7 @@ export const DestinationStatsSchema = Type.Object({
   oldestPendingAgeS: Type.Union([Type.Number(), Type.Null()]),
   ready: DestinationReady,
   /** What the destination's type reports of itself (DestinationStats): open files, uploads... */
-  details: Type.Record(Type.String(), Type.Unknown())
+  details: MapOf(Type.Unknown())
 })
 
 export const StatsSchema = Type.Object({
@@ -38,7 +42,7 @@ export const StatsSchema = Type.Object({
     accepted: Type.Integer(),
     rejected: Type.Integer(),
     rejectedByReason: Counts,
-    byTopic: Type.Record(Type.String(), Type.Object({ received: Type.Integer(), accepted: Type.Integer() }))
+    byTopic: MapOf(Type.Object({ received: Type.Integer(), accepted: Type.Integer() }))
   }),
   requests: Type.Object({
     accepted: Type.Integer(),
@@ -46,7 +50,7 @@ export const StatsSchema = Type.Object({
     rejectedByReason: Counts
   }),
   inFlightBytes: Type.Integer(),
-  destinations: Type.Record(Type.String(), DestinationStatsSchema),
+  destinations: MapOf(DestinationStatsSchema),
   lastError: Type.Union([Type.Object({ message: Type.String(), at: Type.String(), where: Type.String() }), Type.Null()])
 })
 

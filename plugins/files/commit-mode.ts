@@ -47,10 +47,10 @@ export class OpenFile {
   /** Bytes actually in the file. */
   written = 0
   /**
-   * Folders whose entries (this file's, and new folders') are not durable yet: synced at the next
-   * checkpoint or seal when the mode defers them, else before the first commit is answered.
+   * Set when the file turns `sealed`: true once it is sealed for good (synced, its folders too,
+   * journalled), false if sealing failed or the file keeps bytes that only the commit log holds.
    */
-  unsyncedFolders: string[] | undefined
+  sealedDurably: Promise<boolean> | undefined
   /** Syncs in flight for this file: sealing waits for them. */
   readonly syncs = new Set<Promise<void>>()
 
@@ -84,8 +84,8 @@ export interface CommitContext {
   readonly counters: Counters
   readonly logger: FastifyBaseLogger
   now(): number
-  /** Syncs the folders the files' creation left unsynced (see OpenFile.unsyncedFolders). */
-  syncFolders(files: Iterable<OpenFile>): Promise<void>
+  /** Syncs every folder whose entries are not durable yet (see CommitMode.defersFolderSync). */
+  syncPendingFolders(): Promise<void>
   onWritten?(bytes: number): void
   onSynced?(seconds: number): void
   /** Marks a file failed (logged once) and retires it. */

@@ -134,6 +134,8 @@ function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, modules: M
       }
     }
   }
+  // One frame per commit (a commit holds at most server.maxInFlightBytes of lines, compressed).
+  const MAX_ZSTD_FRAME_BYTES = 1024 * 1024 * 1024
   // One frame per commit: each whole frame is decoded as soon as its last byte is read.
   const zstdSink = (): Sink => {
     const scanner = lineScanner()
@@ -154,6 +156,12 @@ function digestCore (load: NodeJS.Require, frames: typeof zstdFrames, modules: M
         }
         offset += complete
         pending = Buffer.from(pending.subarray(complete))
+        // What follows the whole frames must be the start of one: else the rest would pile up here.
+        if (pending.length >= 4) {
+          const magic = pending.readUInt32LE(0)
+          if (magic !== 0xfd2fb528 && (magic & 0xfffffff0) !== 0x184d2a50) throw unreadable(`not a zstd frame at byte ${offset}`)
+        }
+        if (pending.length > MAX_ZSTD_FRAME_BYTES) throw unreadable(`a zstd frame at byte ${offset} is larger than ${MAX_ZSTD_FRAME_BYTES} bytes`)
       },
       async end () {
         if (pending.length > 0) throw unreadable(`cannot decompress: not a whole zstd stream, the frames end at byte ${offset}`)

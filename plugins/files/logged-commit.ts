@@ -105,7 +105,7 @@ export class LoggedCommit implements CommitMode {
     }
     await Promise.all(taken.map(async ({ file }) => {
       try {
-        if (context.descriptors.has(file) || this.#unwrittenOf(file).bytes >= DEFERRED_WRITE_LIMIT) await this.#write(file)
+        if (context.descriptors.has(file) || (this.#unwritten.get(file)?.bytes ?? 0) >= DEFERRED_WRITE_LIMIT) await this.#write(file)
       } catch {
         // Logged and handled by #write: the events are safe in the log.
       } finally {
@@ -152,7 +152,9 @@ export class LoggedCommit implements CommitMode {
    * (they are in the log): the log is then kept whole until a restart replays it.
    */
   async #write (file: OpenFile): Promise<void> {
-    const unwritten = this.#unwrittenOf(file)
+    // None: nothing was deferred, or the file was sealed meanwhile (a write-out's list is a snapshot).
+    const unwritten = this.#unwritten.get(file)
+    if (unwritten === undefined) return
     if (unwritten.bytes === 0) return await unwritten.writing
     const { data, bytes } = unwritten
     unwritten.data = []
@@ -213,7 +215,12 @@ export class LoggedCommit implements CommitMode {
       // Two files at a time: with thousands of partitions, one by one would outlast the next checkpoint.
       const worker = async (): Promise<void> => {
         for (let file = queue.pop(); file !== undefined; file = queue.pop()) {
-          if (file.state === 'sealed' || !file.created) continue // sealing synced it
+          if (!file.created) continue
+          if (file.state === 'sealed') {
+            // Sealing writes and syncs it: the segment may go only once that is done.
+            if (await file.sealedDurably !== true) throw new Error(`${file.key} was not sealed durably`)
+            continue
+          }
           descriptors.pin(file)
           const sync = (async () => {
             try {
@@ -235,7 +242,7 @@ export class LoggedCommit implements CommitMode {
       const failed = (await Promise.allSettled([worker(), worker()])).find((r) => r.status === 'rejected')
       if (failed !== undefined) throw failed.reason
       // The log let go of these files' events: their names must now survive a crash on their own.
-      await this.#context.syncFolders(files)
+      await this.#context.syncPendingFolders()
       if (!this.#pinLog) await this.#log.remove(segment)
     } catch (err) {
       // The segment stays: a restart replays it, which is harmless.

@@ -1,4 +1,4 @@
-import { copyFile, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { copyFile, link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import { foldersOfNewFile, fsyncDir, fsyncDirs, pruneEmptyFolders } from '../fs-sync.js'
@@ -280,7 +280,8 @@ async function exists (path: string): Promise<boolean> {
  * digest recorded), so that a crash in between only makes the next start place it again, which
  * changes nothing. A hard link when the spool is on the same filesystem (a link already there
  * from an earlier attempt is the same file); otherwise a copy to a hidden `.<name>.tmp` beside the
- * target, synced, then renamed. The target's folder is synced before this resolves.
+ * target, synced, then renamed. Another file already under the target's name is never replaced.
+ * The target's folder is synced before this resolves.
  */
 export async function placeCopy (from: string, to: string): Promise<void> {
   const folder = dirname(to)
@@ -292,13 +293,18 @@ export async function placeCopy (from: string, to: string): Promise<void> {
     await fsyncDir(folder)
     return
   } catch (err) {
+    // Another filesystem, or one without hard links: copy, below.
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EEXIST' && await sameFile(from, to)) {
-      await fsyncDir(folder)
-      return
-    }
-    // Another filesystem, or one without hard links: copy. A different file under that name is replaced.
     if (code !== 'EEXIST' && code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EMLINK' && code !== 'ENOSYS') throw err
+  }
+  if (await exists(to)) {
+    // Placed by an earlier attempt (a link to it, or a copy of it): done. Anything else under that
+    // name (the state folder was reset, and sequence numbers started again) is never replaced.
+    if (!await sameFile(from, to) && !(await readFile(from)).equals(await readFile(to))) {
+      throw new Error(`${to} already holds another file: not replaced (was the state folder reset?); the spool file is kept`)
+    }
+    await fsyncDir(folder)
+    return
   }
   const temp = join(folder, `.${basename(to)}.tmp`)
   await copyFile(from, temp)

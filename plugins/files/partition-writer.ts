@@ -85,10 +85,16 @@ export class PartitionWriter {
   readonly #options: WriterOptions
   readonly #active = new Map<string, OpenFile>()
   readonly #dirty = new Set<OpenFile>()
-  readonly #sealing = new Set<Promise<void>>()
+  readonly #sealing = new Set<Promise<boolean>>()
   readonly #descriptors: DescriptorCache<OpenFile>
   readonly #mode: CommitMode
   readonly #counters: Counters = { filesOpened: 0, filesSealed: 0, bytesWritten: 0, linesWritten: 0, commits: 0, syncs: 0, folderSyncs: 0 }
+  /**
+   * Folders whose entries are not durable yet (see CommitMode.defersFolderSync), writer-wide: a
+   * folder one file made holds the path of the files made in it later. And the syncs under way.
+   */
+  readonly #pendingFolders = new Set<string>()
+  readonly #syncingFolders = new Map<string, Promise<void>>()
   #committing = false
   #scheduled = false
   #idle: Deferred | undefined
@@ -103,7 +109,7 @@ export class PartitionWriter {
       counters: this.#counters,
       logger: options.logger,
       now: options.now,
-      syncFolders: async (files) => { await this.#syncFolders(files) },
+      syncPendingFolders: async () => { await this.#syncFolders([...this.#pendingFolders, ...this.#syncingFolders.keys()]) },
       ...(options.onWritten !== undefined ? { onWritten: options.onWritten } : {}),
       ...(options.onSynced !== undefined ? { onSynced: options.onSynced } : {}),
       fail: (file, err) => { this.#fail(file, err) },
@@ -264,8 +270,9 @@ export class PartitionWriter {
   #sealWhenDone (file: OpenFile): void {
     if (file.state !== 'retired' || file.batch !== undefined) return
     file.state = 'sealed'
-    const sealing = Promise.all(file.syncs).then(async () => await this.#seal(file)).catch((err: unknown) => {
+    const sealing = file.sealedDurably = Promise.all(file.syncs).then(async () => await this.#seal(file)).catch((err: unknown) => {
       this.#options.logger.error({ err, key: file.key }, 'sealing a file failed; recovery will look at it on restart')
+      return false
     })
     this.#sealing.add(sealing)
     void sealing.finally(() => {
@@ -274,7 +281,8 @@ export class PartitionWriter {
     })
   }
 
-  async #seal (file: OpenFile): Promise<void> {
+  /** Resolves true once the file is sealed for good (see OpenFile.sealedDurably). */
+  async #seal (file: OpenFile): Promise<boolean> {
     const path = this.#options.localPath(file.key)
     if (file.created) {
       // The file stays open (or is reopened, within the descriptor cap) to cut a failed write and sync.
@@ -286,9 +294,15 @@ export class PartitionWriter {
       } finally {
         await handle.close()
       }
-      await this.#syncFolders([file])
+      await this.#syncFoldersOf(file)
     }
     this.#mode.sealed(file)
+    if (file.size > file.written) {
+      // A write failed after its lines were acknowledged from the commit log (the mode pins the log
+      // then): the file stays open in the journal, so the next start replays the log into it.
+      this.#options.logger.error({ key: file.key, missing: file.size - file.written }, 'a file lacks acknowledged lines that the commit log holds: left for the next start to replay')
+      return false
+    }
     const sealed: SealedFile = { seq: file.seq, key: file.key, path, size: file.size, openedAt: file.openedAt }
     if (file.created) await this.#options.beforeSealed?.(sealed)
     await this.#options.journal.sealed(file.seq)
@@ -296,6 +310,7 @@ export class PartitionWriter {
       this.#counters.filesSealed++
       this.#options.onSealed?.(sealed)
     }
+    return true
   }
 
   /** Creates the file exclusively, its creation journalled first; a taken name moves to the next number. */
@@ -320,26 +335,51 @@ export class PartitionWriter {
         continue
       }
       file.created = true
-      file.unsyncedFolders = foldersOfNewFile(dirname(path), created)
-      if (!this.#mode.defersFolderSync) await this.#syncFolders([file])
+      for (const folder of foldersOfNewFile(dirname(path), created)) this.#pendingFolders.add(folder)
+      if (!this.#mode.defersFolderSync) await this.#syncFoldersOf(file)
       this.#counters.filesOpened++
       return handle
     }
   }
 
-  /** Each folder once, whatever the number of files in it; two at a time (the thread pool has four threads). */
-  async #syncFolders (files: Iterable<OpenFile>): Promise<void> {
-    const folders = new Set<string>()
-    const synced: OpenFile[] = []
-    for (const file of files) {
-      if (file.unsyncedFolders === undefined) continue
-      for (const folder of file.unsyncedFolders) folders.add(folder)
-      synced.push(file)
+  /** The file's folder and every folder above it whose entries are not durable yet. */
+  async #syncFoldersOf (file: OpenFile): Promise<void> {
+    const chain: string[] = []
+    for (let folder = dirname(this.#options.localPath(file.key)); ; folder = dirname(folder)) {
+      chain.push(folder)
+      if (folder === dirname(folder)) break
     }
-    if (folders.size === 0) return
-    await fsyncDirs(folders, 2)
-    this.#counters.folderSyncs += folders.size
-    for (const file of synced) file.unsyncedFolders = undefined
+    await this.#syncFolders(chain)
+  }
+
+  /**
+   * Syncs those of `folders` still pending, two at a time (the thread pool has four threads), and
+   * waits for the syncs of the others under way: a sync that began before a caller's change may
+   * miss it, but a folder leaves the pending set when its sync begins, and every change re-adds it.
+   */
+  async #syncFolders (folders: Iterable<string>): Promise<void> {
+    const toSync: string[] = []
+    const waits = new Set<Promise<void>>()
+    for (const folder of folders) {
+      if (this.#pendingFolders.delete(folder)) {
+        toSync.push(folder)
+        continue
+      }
+      const under = this.#syncingFolders.get(folder)
+      if (under !== undefined) waits.add(under)
+    }
+    if (toSync.length > 0) {
+      const sync = fsyncDirs(toSync, 2)
+      for (const folder of toSync) this.#syncingFolders.set(folder, sync)
+      waits.add(sync)
+      void sync.then(
+        () => { this.#counters.folderSyncs += toSync.length },
+        () => { for (const folder of toSync) this.#pendingFolders.add(folder) }
+      ).finally(() => {
+        for (const folder of toSync) if (this.#syncingFolders.get(folder) === sync) this.#syncingFolders.delete(folder)
+      })
+    }
+    await Promise.all(waits)
   }
 
   #busy (): boolean {
