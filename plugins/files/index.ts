@@ -325,8 +325,11 @@ export class FilesDestination implements Destination {
       },
       onSealed: (file: SealedFile) => {
         const spoolFile = { key: file.key, path: file.path, size: file.size, since: file.openedAt }
-        if (parquet) stage.enqueue(spoolFile)
-        else if (uploader !== undefined) uploader.enqueue(spoolFile)
+        if (parquet) {
+          // Not in the journal any more, not placed yet: heads count it as still open meanwhile.
+          integrity?.pending(finalKey(file.key))
+          stage.enqueue(spoolFile)
+        } else if (uploader !== undefined) uploader.enqueue(spoolFile)
         else this.#metrics.completed.add()
       },
       // Where a JSON-lines file is complete: at its final place on the filesystem, in the spool
