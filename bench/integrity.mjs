@@ -3,13 +3,14 @@
 // Environment: BENCH_ROUNDS (5), BENCH_SCALE (1), BENCH_ONLY (e.g. "b"),
 // BENCH_FLUSH_BYTES (16 MiB: files complete, and are hashed, while the load runs),
 // BENCH_AA (1: integrity off on both sides, to see how far apart two identical servers measure).
-import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
+import { DSS_EVENT } from './scenarios.mjs'
+import { startServerProcess } from './server-process.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..')
@@ -19,43 +20,11 @@ const ONLY = process.env.BENCH_ONLY?.split(',')
 const FLUSH_BYTES = Number(process.env.BENCH_FLUSH_BYTES ?? 16 * 1024 * 1024)
 const AA = process.env.BENCH_AA === '1'
 
-const EVENT = {
-  msgType: 'dataset-read-data',
-  authUser: 'data.scientist',
-  authSource: 'USER_FROM_UI',
-  authVia: ['SESSION_COOKIE'],
-  clientIP: '10.0.3.17',
-  originalIP: '10.0.3.17',
-  xForwardedFor: ['10.0.3.17'],
-  callPath: ['/dip/api/datasets/get-sample', 'com.dataiku.dip.server.controllers.DatasetsController.getSample'],
-  projectKey: 'CUSTOMER_CHURN',
-  datasetName: 'customers_prepared',
-  sessionId: '5f1c2a9b7e3d4c60',
-  details: { rows: 10000, columns: 42, durationMs: 187, sampling: 'HEAD_SEQUENTIAL', outcome: 'SUCCESS' },
-  seq: 0
-}
-const ARRAY_100 = `[${Array.from({ length: 100 }, (_, i) => JSON.stringify({ ...EVENT, seq: i })).join(',')}]`
+const ARRAY_100 = `[${Array.from({ length: 100 }, (_, i) => JSON.stringify({ ...DSS_EVENT, seq: i })).join(',')}]`
 const SCENARIOS = [
-  { id: 'a', name: '1 event/request, 50 conns, fsync', connections: 50, amount: 60000, eventsPerRequest: 1, body: JSON.stringify(EVENT) },
+  { id: 'a', name: '1 event/request, 50 conns, fsync', connections: 50, amount: 60000, eventsPerRequest: 1, body: JSON.stringify(DSS_EVENT) },
   { id: 'b', name: 'arrays of 100, 20 conns, fsync', connections: 20, amount: 4000, eventsPerRequest: 100, body: ARRAY_100 }
 ]
-
-function spawnServer (args, cwd) {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd })
-  let output = ''
-  child.stdout.on('data', (c) => { output += c })
-  child.stderr.on('data', (c) => { output += c })
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)))
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start: ${output}`)), 30000)
-    child.stdout.on('data', () => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-      if (m) { clearTimeout(timer); resolve(m[1]) }
-    })
-    exited.then((code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${output}`)) })
-  })
-  return { child, url, exited, output: () => output }
-}
 
 function load (url, scenario, amount) {
   const started = performance.now()
@@ -90,7 +59,7 @@ async function setup (scenario, integrity) {
   }
   await mkdir(join(dir, 'out'))
   await writeFile(join(dir, 'settings.json'), JSON.stringify(settings))
-  const server = spawnServer([join(root, 'bin', 'dss-event-server.js'), 'start', '--config', join(dir, 'settings.json'), '--host', '127.0.0.1', '--port', '0'], dir)
+  const server = startServerProcess(dir)
   return { dir, settings, server, url: await server.url, acknowledged: 0 }
 }
 

@@ -10,16 +10,15 @@
 // its conversions, so that one side's background work never lands in the other's measurement.
 // "ingest" counts acknowledged events over the load's duration (conversions started during the
 // load compete for the CPU); "sustained" also counts the time the conversions took to catch up.
-import { spawn } from 'node:child_process'
 import { mkdtemp, readdir, rm, writeFile, mkdir, stat } from 'node:fs/promises'
 import { cpus, tmpdir, loadavg } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
+import { startServerProcess } from './server-process.mjs'
 import { dssEvents } from './dss-events.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
-const root = join(here, '..')
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 const SCALE = Number(process.env.BENCH_SCALE ?? 1)
 
@@ -31,23 +30,6 @@ const SCENARIOS = [
   { id: 'single', name: '1 event/request, 50 conns, fsync', connections: 50, amount: 30000, eventsPerRequest: 1, unique: true, body: SINGLE },
   { id: 'array100', name: 'arrays of 100, 20 conns, fsync', connections: 20, amount: 1500, eventsPerRequest: 100, body: ARRAY_100 }
 ]
-
-function spawnServer (dir, format) {
-  const child = spawn(process.execPath, [join(root, 'bin', 'dss-event-server.js'), 'start', '--config', join(dir, 'settings.json'), '--host', '127.0.0.1', '--port', '0'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout.on('data', (c) => { output += c })
-  child.stderr.on('data', (c) => { output += c })
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)))
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start: ${output}`)), 30000)
-    child.stdout.on('data', () => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-      if (m) { clearTimeout(timer); resolve(m[1]) }
-    })
-    exited.then((code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${output}`)) })
-  })
-  return { child, url, exited, format, output: () => output }
-}
 
 function load (url, scenario, amount, sequence) {
   const request = { method: 'POST', path: '/events/generic/rk-1', headers: { 'content-type': 'application/json' }, body: scenario.body }
@@ -100,7 +82,7 @@ async function runScenario (scenario) {
       connections: { local: { type: 'filesystem', root: './out' } },
       destinations: [{ name: 'all', connection: 'local', path: 'events', format, flushEveryBytes: 16 * 1024 * 1024 }]
     }))
-    const server = spawnServer(dir, format)
+    const server = { ...startServerProcess(dir), format }
     servers[format] = { ...server, dir, url: await server.url, sequence: { next: 0 }, acked: 0, runs: [] }
   }
   const amount = Math.max(10, Math.round(scenario.amount * SCALE))

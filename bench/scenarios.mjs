@@ -5,7 +5,7 @@ import { gzipSync } from 'node:zlib'
 export const SEQ_MARK = '__SEQ__'
 
 // A DSS audit message of about 600 bytes.
-const EVENT = {
+export const DSS_EVENT = {
   msgType: 'dataset-read-data',
   authUser: 'data.scientist',
   authSource: 'USER_FROM_UI',
@@ -20,7 +20,7 @@ const EVENT = {
   details: { rows: 10000, columns: 42, durationMs: 187, sampling: 'HEAD_SEQUENTIAL', outcome: 'SUCCESS' },
   seq: 0
 }
-const eventText = (seq) => JSON.stringify({ ...EVENT, seq }).replace(`"seq":${JSON.stringify(seq)}`, `"seq":${seq}`)
+const eventText = (seq) => JSON.stringify({ ...DSS_EVENT, seq }).replace(`"seq":${JSON.stringify(seq)}`, `"seq":${seq}`)
 
 /** Request bodies by shape: `unique` ones carry a SEQ_MARK per event. */
 export const SHAPES = {

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises'
 import { createGunzip, constants as zlibConstants } from 'node:zlib'
 import { canAppend, type Connection, type QueryStats, type ZonedTime } from '../../core/plugin-api.js'
 import { parquet } from './parquet-read.js'
+import { pastSkip } from './past-skip.js'
 import { loadZstd, zstdFrames } from './zstd.js'
 
 /**
@@ -133,18 +134,12 @@ export async function * storedBytes (file: FileToRead, offset: number, reuse: bo
   const stream: Readable = await connection.read(file.key)
   stats.filesOpened++
   try {
-    let toSkip = offset
+    const skip = { left: offset }
     for await (const chunk of stream) {
       signal?.throwIfAborted()
-      let block = chunk as Buffer
-      stats.bytesRead += block.length
-      if (toSkip > 0) {
-        const cut = Math.min(toSkip, block.length)
-        toSkip -= cut
-        block = block.subarray(cut)
-        if (block.length === 0) continue
-      }
-      yield block
+      stats.bytesRead += (chunk as Buffer).length
+      const block = pastSkip(chunk as Buffer, skip)
+      if (block.length > 0) yield block
     }
   } finally {
     stream.destroy()
@@ -180,16 +175,11 @@ export const jsonlGz: StoredFormat = {
       const gunzip = createGunzip({ chunkSize: Math.min(file.blockBytes, 256 * 1024) })
       // Errors reach the loop below through gunzip; stopping early destroys both streams.
       const piped = pipeline(input, gunzip).catch(() => {})
-      let skip = from.skip
+      const skip = { left: from.skip }
       try {
         for await (const chunk of gunzip) {
-          let block = chunk as Buffer
-          if (skip > 0) {
-            const cut = Math.min(skip, block.length)
-            skip -= cut
-            block = block.subarray(cut)
-            if (block.length === 0) continue
-          }
+          const block = pastSkip(chunk as Buffer, skip)
+          if (block.length === 0) continue
           total += block.length
           yield block
         }
@@ -243,7 +233,7 @@ export const jsonlZst: StoredFormat = {
       let carry: Buffer | undefined
       let stored = 0
       let decodedTotal = 0
-      let skip = from.skip
+      const skip = { left: from.skip }
       for await (const block of storedBytes(file, from.offset, false)) {
         const data = carry === undefined ? block : Buffer.concat([carry, block])
         const base = stored - (carry?.length ?? 0)
@@ -254,14 +244,10 @@ export const jsonlZst: StoredFormat = {
           // Skippable frames (metadata) decode to nothing.
           if (data.readUInt32LE(start) === 0xfd2fb528) {
             const frame = zstd.decompress(data.subarray(start, end))
-            let bytes = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength)
+            const bytes = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength)
             decodedTotal += bytes.length
-            if (skip > 0) {
-              const cut = Math.min(skip, bytes.length)
-              skip -= cut
-              bytes = bytes.subarray(cut)
-            }
-            if (bytes.length > 0) out.push(bytes)
+            const rest = pastSkip(bytes, skip)
+            if (rest.length > 0) out.push(rest)
           }
           ends.push([base + end, decodedTotal])
           if (ends.length > FRAME_ENDS_KEPT) ends.shift()

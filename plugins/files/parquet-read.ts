@@ -3,6 +3,7 @@ import { gunzipSync } from 'node:zlib'
 import { parquetMetadataAsync, parquetRead, type AsyncBuffer, type Compressors, type FileMetaData, type ParquetParsers } from 'hyparquet'
 import { canAppend } from '../../core/plugin-api.js'
 import type { FileToRead, StoredFormat } from './formats.js'
+import { pastSkip } from './past-skip.js'
 import { loadZstd } from './zstd.js'
 
 /**
@@ -151,7 +152,7 @@ export const parquet: StoredFormat = {
         const metadata = await parquetMetadataAsync(source.buffer, { parsers: PARSERS })
         checkSchema(metadata)
         const codecs = await decompressors()
-        let skip = from.skip
+        const skip = { left: from.skip }
         let groupStart = 0
         for (let g = 0; g < metadata.row_groups.length; g++) {
           const rowCount = Number(metadata.row_groups[g]?.num_rows ?? 0)
@@ -170,14 +171,9 @@ export const parquet: StoredFormat = {
             parsers: PARSERS,
             onComplete: (r: unknown[][]) => { rows = r }
           })
-          for (let block of lines(file, rows, file.blockBytes)) {
-            if (skip > 0) {
-              const cut = Math.min(skip, block.length)
-              skip -= cut
-              block = block.subarray(cut)
-              if (block.length === 0) continue
-            }
-            yield block
+          for (const block of lines(file, rows, file.blockBytes)) {
+            const rest = pastSkip(block, skip)
+            if (rest.length > 0) yield rest
           }
         }
       } finally {
