@@ -53,6 +53,22 @@ describe('partition writer: names of new files', () => {
   })
 })
 
+describe('partition writer: folders made by one file, sealed with another', () => {
+  it('a file sealed first syncs the folders above it that another file made (durability write)', async () => {
+    const dir = await tempDir()
+    const w = await writer(dir, { durability: 'write', flushEveryBytes: 100 })
+    // k1's file makes out/, out/t/ and out/t/k1/; k2's file, only out/t/k2/. Then k2's is sealed
+    // (over flushEveryBytes) while k1's stays open: t/'s entry in out/ must be durable by then.
+    await w.append('t/k1', '', [Buffer.from('{"k":1}\n')])
+    await w.append('t/k2', '', [Buffer.from(`{"k":2,"pad":"${'x'.repeat(200)}"}\n`)])
+    await vi.waitFor(() => { expect(w.stats.filesSealed).toBe(1) })
+    // k2/, t/, out/ and the folder where mkdir made out/.
+    expect(w.stats.folderSyncs).toBe(4)
+    await w.flush()
+    expect(w.stats).toMatchObject({ filesSealed: 2, folderSyncs: 5 })
+  })
+})
+
 describe('partition writer with a commit log', () => {
   it('a file whose deferred write fails keeps its acknowledged lines: left open in the journal, the log kept, replayed at the next start', async () => {
     const dir = await tempDir()
