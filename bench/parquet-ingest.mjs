@@ -10,7 +10,7 @@
 // its conversions, so that one side's background work never lands in the other's measurement.
 // "ingest" counts acknowledged events over the load's duration (conversions started during the
 // load compete for the CPU); "sustained" also counts the time the conversions took to catch up.
-import { mkdtemp, readdir, rm, writeFile, mkdir, stat } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile, mkdir, stat } from 'node:fs/promises'
 import { cpus, tmpdir, loadavg } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -59,6 +59,13 @@ async function settle (url) {
   }
 }
 
+/** CPU seconds the process has used so far, all its threads (Linux; 0 elsewhere). */
+async function cpuSeconds (pid) {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100
+}
+
 async function outputBytes (dir) {
   let total = 0
   let files = 0
@@ -91,10 +98,14 @@ async function runScenario (scenario) {
     await settle(s.url)
   }
   const run = async (s) => {
+    const cpuBefore = await cpuSeconds(s.child.pid)
     const r = await load(s.url, scenario, amount, s.sequence)
     const catchUp = await settle(s.url)
-    s.acked += r.ok * scenario.eventsPerRequest
-    s.runs.push({ ingest: r.ok * scenario.eventsPerRequest / r.seconds, sustained: r.ok * scenario.eventsPerRequest / (r.seconds + catchUp), catchUp, p99: r.p99, bad: r.bad })
+    const events = r.ok * scenario.eventsPerRequest
+    s.acked += events
+    // The server's CPU (conversions included) per event: what bounds the rate once the CPU is the limit.
+    const cpuPerEvent = (await cpuSeconds(s.child.pid) - cpuBefore) / events * 1e6
+    s.runs.push({ ingest: events / r.seconds, sustained: events / (r.seconds + catchUp), catchUp, p99: r.p99, bad: r.bad, cpuPerEvent })
   }
   for (let round = 0; round < ROUNDS; round++) {
     if (round % 2 === 0) { await run(servers.jsonl); await run(servers.parquet) } else { await run(servers.parquet); await run(servers.jsonl) }
@@ -114,8 +125,8 @@ async function runScenario (scenario) {
   for (const s of Object.values(servers)) await rm(s.dir, { recursive: true, force: true })
   return {
     scenario,
-    jsonl: { ingest: median(servers.jsonl.runs.map((r) => r.ingest)), p99: median(servers.jsonl.runs.map((r) => r.p99)) },
-    parquet: { ingest: median(servers.parquet.runs.map((r) => r.ingest)), sustained: median(servers.parquet.runs.map((r) => r.sustained)), catchUp: median(servers.parquet.runs.map((r) => r.catchUp)), p99: median(servers.parquet.runs.map((r) => r.p99)) },
+    jsonl: { ingest: median(servers.jsonl.runs.map((r) => r.ingest)), p99: median(servers.jsonl.runs.map((r) => r.p99)), cpuPerEvent: median(servers.jsonl.runs.map((r) => r.cpuPerEvent)) },
+    parquet: { ingest: median(servers.parquet.runs.map((r) => r.ingest)), cpuPerEvent: median(servers.parquet.runs.map((r) => r.cpuPerEvent)), sustained: median(servers.parquet.runs.map((r) => r.sustained)), catchUp: median(servers.parquet.runs.map((r) => r.catchUp)), p99: median(servers.parquet.runs.map((r) => r.p99)) },
     ratio: median(ratios),
     ratios,
     sustainedRatio: median(sustainedRatios),
@@ -136,11 +147,11 @@ for (const scenario of SCENARIOS) {
 }
 
 const rows = [
-  '| scenario | jsonl events/s | parquet events/s (ingest) | ratio (median of rounds) | rounds | parquet sustained events/s | sustained ratio | conversion MB/s of input | converted | output jsonl / parquet bytes |',
-  '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |',
-  ...results.map((r) => `| ${r.scenario.name} | ${fmt(r.jsonl.ingest)} | ${fmt(r.parquet.ingest)} | ${fmt(r.ratio, 2)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.parquet.sustained)} | ${fmt(r.sustainedRatio, 2)} | ${fmt(r.conversion.mbPerS, 1)} | ${r.conversion.files} files, ${fmt(r.conversion.inputMB, 1)} MB → ${fmt(r.conversion.outputMB, 1)} MB | ${fmt(r.out.jsonl.total)} / ${fmt(r.out.parquet.total)} |`)
+  '| scenario | jsonl events/s | parquet events/s (ingest) | ratio (median of rounds) | rounds | parquet sustained events/s | sustained ratio | server CPU µs/event jsonl / parquet | conversion MB/s of input | converted | output jsonl / parquet bytes |',
+  '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |',
+  ...results.map((r) => `| ${r.scenario.name} | ${fmt(r.jsonl.ingest)} | ${fmt(r.parquet.ingest)} | ${fmt(r.ratio, 2)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.parquet.sustained)} | ${fmt(r.sustainedRatio, 2)} | ${fmt(r.jsonl.cpuPerEvent, 1)} / ${fmt(r.parquet.cpuPerEvent, 1)} (${fmt(r.jsonl.cpuPerEvent / r.parquet.cpuPerEvent, 2)}) | ${fmt(r.conversion.mbPerS, 1)} | ${r.conversion.files} files, ${fmt(r.conversion.inputMB, 1)} MB → ${fmt(r.conversion.outputMB, 1)} MB | ${fmt(r.out.jsonl.total)} / ${fmt(r.out.parquet.total)} |`)
 ]
-const note = `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Node.js ${process.version}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (a shared machine: figures are noisy; compare within a round). ${ROUNDS} rounds per format, each a back-to-back pair in alternating order, load generator on the same machine. "ingest": acknowledged events over the load's duration; "sustained": over the load plus the time the conversions took to catch up after it.`
+const note = `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Node.js ${process.version}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (a shared machine: figures are noisy; compare within a round). ${ROUNDS} rounds per format, each a back-to-back pair in alternating order, load generator on the same machine. "ingest": acknowledged events over the load's duration; "sustained": over the load plus the time the conversions took to catch up after it. "server CPU": user and system time of the server process (all threads, conversions included) from the start of a run to the end of its catch-up, per event, median of rounds; the figure in brackets is jsonl / parquet, the ingest ratio a machine whose CPU is the limit would see.`
 console.log(`\n${rows.join('\n')}\n\n${note}`)
 await mkdir(join(here, 'results'), { recursive: true })
 await writeFile(join(here, 'results', 'parquet-ingest.md'), `${rows.join('\n')}\n\n${note}\n`)

@@ -58,27 +58,46 @@ async function timed (fn) {
   return { ms: times[Math.floor(times.length / 2)], result }
 }
 
+/**
+ * The spool's row groups as plain arrays (strings, numbers, byte arrays), as the other writers take
+ * them: the server's own parse, its dictionaries then expanded (counted in those writers' time).
+ */
+function * plainGroups () {
+  for (const g of spoolRowGroups(spoolPath, LIMITS, { codec: 'UNCOMPRESSED', compress: undefined })) {
+    yield {
+      rows: g.rows,
+      serverTimestamp: Array.from(g.serverTimestamp.values.subarray(0, g.rows)),
+      origAddress: g.origAddress.strings(),
+      topic: g.topic.strings(),
+      routingKey: g.routingKey.strings(),
+      common: g.common.map((c) => c.strings()),
+      clientEvent: [...g.clientEvent.events()]
+    }
+  }
+}
+
 const rows = []
 function report (library, codec, ms, outputBytes, note = '') {
   rows.push({ library, codec, mbPerS: inputBytes / 1e6 / (ms / 1000), outputBytes, note })
   console.error(`${library} ${codec}: ${(inputBytes / 1e6 / (ms / 1000)).toFixed(1)} MB/s, ${outputBytes} bytes ${note}`)
 }
 
-// 1. hyparquet-writer, as the server runs it (convertSpoolFile: @bokuweb/zstd-wasm for zstd).
-for (const compression of ['zstd', 'snappy', 'gzip', 'none']) {
-  const out = join(dir, `hyparquet-${compression}.parquet`)
-  const { ms, result } = await timed(async () => await convertSpoolFile(spoolPath, out, { compression, zstdLevel: 3, ...LIMITS }))
-  report('hyparquet-writer', compression, ms, result.outputBytes, compression === 'zstd' ? 'as the server converts: zstd @bokuweb/zstd-wasm, level 3' : 'as the server converts')
+// 1. The server's converter (convertSpoolFile): its own column encoder from the spool bytes,
+// hyparquet-writer's page headers and footer, @bokuweb/zstd-wasm for zstd.
+for (const [compression, zstdLevel] of [['zstd', 1], ['zstd', 3], ['snappy'], ['gzip'], ['none']]) {
+  const out = join(dir, `server-${compression}.parquet`)
+  const { ms, result } = await timed(async () => await convertSpoolFile(spoolPath, out, { compression, zstdLevel: zstdLevel ?? 1, ...LIMITS }))
+  report('server converter (hyparquet-writer footer)', compression, ms, result.outputBytes, compression === 'zstd' ? `as the server converts: @bokuweb/zstd-wasm, level ${zstdLevel}${zstdLevel === 1 ? ' (the default)' : ''}` : 'as the server converts')
 }
 
-// The same writer with other zstd libraries plugged in, and other levels.
+// hyparquet-writer's own column writer (ParquetWriter.write), with zstd libraries plugged in.
 async function hyparquetWith (compressor, label) {
   const schema = parquetSchema()
   const writeSchema = schema.map((e) => e.name === 'clientEvent' ? { ...e, converted_type: undefined } : e)
   const { ms, result } = await timed(async () => {
     const writer = new ByteWriter(1 << 20)
     const parquet = new ParquetWriter({ writer, schema: writeSchema, codec: 'ZSTD', compressors: { ZSTD: compressor } })
-    for (const g of spoolRowGroups(spoolPath, LIMITS)) {
+    for (const g of plainGroups()) {
       parquet.write({
         rowGroupSize: g.rows,
         columnData: [
@@ -98,7 +117,7 @@ async function hyparquetWith (compressor, label) {
   report('hyparquet-writer', 'zstd', ms, result, label)
 }
 const bokuweb = await loadZstd()
-for (const level of [1, 6, 9]) await hyparquetWith((b) => bokuweb.compress(b, level), `zstd: @bokuweb/zstd-wasm, level ${level}`)
+for (const level of [1, 3]) await hyparquetWith((b) => bokuweb.compress(b, level), `zstd: @bokuweb/zstd-wasm, level ${level}`)
 const hpcc = await optional('@hpcc-js/wasm-zstd').then(async (m) => await m?.Zstd.load())
 if (hpcc !== undefined) await hyparquetWith((b) => hpcc.compress(b, 3), 'zstd: @hpcc-js/wasm-zstd, level 3')
 const nodeZstd = await optional('@toondepauw/node-zstd')
@@ -118,7 +137,7 @@ if (wasm !== undefined && arrow !== undefined) {
   for (const [codec, value] of [['zstd', Compression.ZSTD], ['snappy', Compression.SNAPPY], ['gzip', Compression.GZIP]]) {
     const out = join(dir, `wasm-${codec}.parquet`)
     const { ms, result } = await timed(async () => {
-      const groups = spoolRowGroups(spoolPath, LIMITS)
+      const groups = plainGroups()
       const batches = new ReadableStream({
         pull (controller) {
           const next = groups.next()
@@ -171,7 +190,7 @@ if (parquetjs !== undefined) {
     })
     const { ms } = await timed(async () => {
       const writer = await PjsWriter.openFile(schema, out, { rowGroupSize: 10000 })
-      for (const g of spoolRowGroups(spoolPath, LIMITS)) {
+      for (const g of plainGroups()) {
         for (let i = 0; i < g.rows; i++) {
           const row = { serverTimestamp: new Date(g.serverTimestamp[i]), origAddress: g.origAddress[i], topic: g.topic[i], routingKey: g.routingKey[i], clientEvent: decoder.decode(g.clientEvent[i]) }
           COMMON_FIELDS.forEach((name, f) => { if (g.common[f][i] !== null) row[name] = g.common[f][i] })

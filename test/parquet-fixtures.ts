@@ -36,6 +36,19 @@ export async function readParquet (paths: string[]): Promise<ParquetRow[]> {
   }
 }
 
+/** The encodings of each column chunk of one file, as DuckDB reports them. */
+export async function parquetEncodings (path: string): Promise<Array<{ column: string, encodings: string }>> {
+  const instance = await DuckDBInstance.create(':memory:')
+  const connection = await instance.connect()
+  try {
+    const file = `'${path.replaceAll("'", "''")}'`
+    return (await connection.runAndReadAll(`SELECT path_in_schema AS column, encodings FROM parquet_metadata(${file})`)).getRowObjectsJS() as Array<{ column: string, encodings: string }>
+  } finally {
+    connection.closeSync()
+    instance.closeSync()
+  }
+}
+
 /** Column types, and the key-value metadata, of one file. */
 export async function parquetSchemaOf (path: string): Promise<{ columns: Record<string, string>, metadata: Record<string, string> }> {
   const instance = await DuckDBInstance.create(':memory:')

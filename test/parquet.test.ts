@@ -6,8 +6,11 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { listFiles, start, tempDir } from './helpers.js'
 import { spawnServer } from './child-server.js'
-import { expectCasesMatch, parquetSchemaOf, postParquetCases, readParquet } from './parquet-fixtures.js'
+import { expectCasesMatch, parquetEncodings, parquetSchemaOf, postParquetCases, readParquet } from './parquet-fixtures.js'
 import { convertSpoolFile, MalformedSpoolError, spoolLineHead } from '../plugins/files/parquet.js'
+import { deltaBinaryPacked } from '../plugins/files/parquet-columns.js'
+import { ByteWriter } from 'hyparquet-writer'
+import { deltaBinaryPack } from 'hyparquet-writer/src/delta.js'
 import { ParquetStage } from '../plugins/files/parquet-stage.js'
 import type { SpoolFile } from '../plugins/files/uploader.js'
 import { zstdDecompressAll, zstdFrames } from '../plugins/files/zstd.js'
@@ -231,6 +234,66 @@ describe('parquet conversion', () => {
       ['b', '{"n":2,"s":"\\"origAddress\\":"}', 'we"ird\\', instant],
       ['c', '{ "n" : 3 }', '::1', instant]
     ])
+  })
+
+  it('encodes the edges readers meet: dictionaries that outgrow their limits, an event larger than a page, escapes, non-string fields, timestamps out of order', async () => {
+    const dir = await tempDir()
+    const input = join(dir, 'x.parquet.jsonl')
+    const line = (topic: string, event: string, timestamp: string): string =>
+      `${spoolLineHead(topic, 'r').toString()}"clientEvent":${event},"origAddress":"10.0.0.1","serverTimestamp":"${timestamp}"}`
+    const stamp = (ms: number): string => new Date(ms).toISOString().replace('Z', '+0000')
+    const base = Date.UTC(2026, 10, 26)
+    const lines: string[] = []
+    const expected: Array<[string, string | null, string | null, string | null, number]> = []
+    const push = (topic: string, event: string, authUser: string | null, msgType: string | null, projectKey: string | null, ms: number): void => {
+      lines.push(line(topic, event, stamp(ms)))
+      expected.push([topic, authUser, msgType, projectKey, ms])
+    }
+    // 70,000 distinct users (past the 65,536 values a dictionary takes): authUser goes PLAIN;
+    // msgType stays a dictionary; projectKey holds 1.2 MB of distinct values (past 1 MiB).
+    for (let i = 0; i < 70_000; i++) {
+      const project = i < 600 ? `P${String(i).padStart(2000, '0')}` : null
+      const event = JSON.stringify({ msgType: `m${i % 3}`, authUser: `user-${i}`, ...(project === null ? {} : { projectKey: project }) })
+      push('t', event, `user-${i}`, `m${i % 3}`, project, base + i)
+    }
+    // Larger than a page (1 MiB), between small ones.
+    const big = JSON.stringify({ msgType: 'big', blob: 'x'.repeat(1_500_000) })
+    push('t', big, null, 'big', null, base)
+    // Escapes in topic and fields, values that are not strings, null, a key repeated (the last
+    // counts); timestamps that go back, then jump by 2^33 ms (deltas no 32-bit block holds).
+    push('aé"b', '{"authUser":"\\u00e9\\"q\\"","msgType":42,"projectKey":{"k":[1,2]}}', 'é"q"', '42', '{"k":[1,2]}', base - 5)
+    push('aé"b', '{"authUser":null,"msgType":true,"msgType":"last"}', null, 'last', null, base + 2 ** 33)
+    await writeFile(input, lines.join('\n') + '\n')
+    for (const compression of ['zstd', 'none'] as const) {
+      const output = join(dir, `x-${compression}.parquet`)
+      const result = await convertSpoolFile(input, output, { compression, zstdLevel: 1, rowGroupRows: 1_000_000, rowGroupBytes: 1 << 30 })
+      expect(result).toMatchObject({ rows: expected.length, rowGroups: 1 })
+      const rows = await readParquet([output])
+      expect(rows.map((r) => [r.topic, r.authUser, r.msgType, r.projectKey, r.serverTimestamp])).toEqual(expected)
+      expect(rows[70_000]?.clientEvent).toBe(big)
+      const encodings = Object.fromEntries((await parquetEncodings(output)).map((c) => [c.column, c.encodings]))
+      expect(encodings.authUser).not.toContain('RLE_DICTIONARY')
+      expect(encodings.projectKey).not.toContain('RLE_DICTIONARY')
+      expect(encodings.msgType).toContain('RLE_DICTIONARY')
+      expect(encodings.serverTimestamp).toContain('DELTA_BINARY_PACKED')
+    }
+  })
+
+  it('packs timestamps as the library would, in number arithmetic', () => {
+    for (const n of [1, 2, 31, 32, 33, 127, 128, 129, 300, 4097]) {
+      for (const step of [(): number => 1, (): number => 0, (i: number): number => i % 3 === 0 ? -7 : 5, (i: number): number => (i * 7919) % 100_000 - 20_000]) {
+        const values = new Float64Array(n)
+        let t = Date.UTC(2026, 10, 26, 1, 2, 3, 4)
+        for (let i = 0; i < n; i++) {
+          values[i] = t
+          t += step(i)
+        }
+        const theirs = new ByteWriter()
+        deltaBinaryPack(theirs, Array.from(values, BigInt), 'INT64')
+        expect(Buffer.from(deltaBinaryPacked(values) as Uint8Array)).toEqual(Buffer.from(theirs.getBytes()))
+      }
+    }
+    expect(deltaBinaryPacked(Float64Array.of(0, 2 ** 32, 0))).toBeUndefined()
   })
 
   it('holds one row group of input at a time: many groups from a file larger than rowGroupBytes', async () => {

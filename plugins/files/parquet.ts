@@ -1,6 +1,9 @@
+import type { RowGroup } from 'hyparquet'
 import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs'
 import { gzipSync } from 'node:zlib'
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer'
+import { snappyCompress } from 'hyparquet-writer/src/snappy.js'
+import { DictionaryColumn, EventColumn, TimestampColumn, writeRowGroup, type ChunkSink, type PageCodec } from './parquet-columns.js'
 import { loadZstd } from './zstd.js'
 
 /**
@@ -127,10 +130,6 @@ function stringEnd (b: Uint8Array, i: number, end: number): number {
   return -1
 }
 
-function decodeString (b: Buffer, start: number, end: number, hasEscapes: boolean): string {
-  return hasEscapes ? JSON.parse(b.toString('utf8', start, end)) as string : b.toString('utf8', start + 1, end - 1)
-}
-
 /** Index after the JSON value (already validated at ingestion) that starts at `i`; -1 if malformed. */
 function valueEnd (b: Uint8Array, i: number, end: number): number {
   const c = b[i]
@@ -155,12 +154,12 @@ function valueEnd (b: Uint8Array, i: number, end: number): number {
 }
 
 /**
- * The common fields at the top level of the event whose text is at [start, end): a string as
- * itself, `null` as null, any other value as its JSON text as received. The last of duplicate keys
- * wins, as with JSON.parse. Returns false when the text is not an object as expected.
+ * Where the common fields are at the top level of the event whose text is at [start, end): the
+ * [start, end) of each value, or -1 when absent. The last of duplicate keys wins, as with
+ * JSON.parse. Returns false when the text is not an object as expected.
  */
-function commonFields (b: Buffer, start: number, end: number, out: Array<string | null>): boolean {
-  out.fill(null)
+function commonFields (b: Buffer, start: number, end: number, starts: Int32Array, ends: Int32Array): boolean {
+  starts.fill(-1)
   let i = start
   while (isSpace(b[i])) i++
   if (b[i++] !== OPEN_OBJECT) return false
@@ -190,10 +189,8 @@ function commonFields (b: Buffer, start: number, end: number, out: Array<string 
     i = valueEnd(b, i, end)
     if (i < 0 || i === valueStart) return false
     if (field !== -1) {
-      const first = b[valueStart]
-      out[field] = first === QUOTE
-        ? decodeString(b, valueStart, i, escaped)
-        : first === 110 /* null */ ? null : b.toString('utf8', valueStart, i)
+      starts[field] = valueStart
+      ends[field] = i
     }
     while (isSpace(b[i])) i++
     const c = b[i++]
@@ -222,72 +219,49 @@ function parseTimestamp (b: Buffer, start: number, end: number): number {
   return value
 }
 
-/** A copy of the last bytes seen in some place of the lines, to tell whether the next are the same. */
-class LastBytes {
-  #bytes = Buffer.alloc(256)
-  #length = -1
-
-  same (b: Buffer, start: number, end: number): boolean {
-    return end - start === this.#length && b.compare(this.#bytes, 0, this.#length, start, end) === 0
-  }
-
-  set (b: Buffer, start: number, end: number): void {
-    if (end - start > this.#bytes.length) this.#bytes = Buffer.alloc(2 * (end - start))
-    this.#length = b.copy(this.#bytes, 0, start, end)
-  }
-}
-
-/** Columns of one row group, filled line by line. */
+/** Columns of one row group, encoded line by line as they are read (parquet-columns.ts). */
 export class RowGroupColumns {
-  serverTimestamp: number[] = []
-  origAddress: string[] = []
-  topic: string[] = []
-  routingKey: string[] = []
-  common: Array<Array<string | null>> = COMMON_FIELDS.map(() => [])
-  clientEvent: Uint8Array[] = []
+  readonly serverTimestamp = new TimestampColumn('serverTimestamp')
+  readonly origAddress = new DictionaryColumn('origAddress', false)
+  readonly topic = new DictionaryColumn('topic', false)
+  readonly routingKey = new DictionaryColumn('routingKey', false)
+  readonly common = COMMON_FIELDS.map((name) => new DictionaryColumn(name, true))
+  readonly clientEvent: EventColumn
   bytes = 0
-  readonly #fields: Array<string | null> = COMMON_FIELDS.map(() => null)
-  #lastTimestamp = ''
+  readonly #starts = new Int32Array(COMMON_FIELDS.length)
+  readonly #ends = new Int32Array(COMMON_FIELDS.length)
+  #lastTimestamp = Buffer.alloc(32)
+  #lastTimestampLength = -1
   #lastTimestampMs = 0
-  readonly #head = new LastBytes()
-  #topic = ''
-  #routingKey = ''
-  readonly #address = new LastBytes()
-  #origAddress = ''
+
+  /** `source` names the spool file in errors. */
+  constructor (readonly codec: PageCodec, readonly source: string) {
+    this.clientEvent = new EventColumn('clientEvent', codec)
+  }
 
   get rows (): number {
-    return this.clientEvent.length
+    return this.clientEvent.rows
   }
 
-  /** Adds the spool line at [start, end) (without its newline); `where` names it in errors. */
-  add (b: Buffer, start: number, end: number, where: () => string): void {
+  /** Adds the spool line number `line`, at [start, end) without its newline. */
+  add (b: Buffer, start: number, end: number, line: number): void {
     while (end > start && isSpace(b[end - 1])) end--
-    const malformed = (what: string): MalformedSpoolError => new MalformedSpoolError(`${where()}: ${what}`)
-    if (!at(b, start, HEAD_TOPIC)) throw malformed('expected a line starting with {"topic":')
-    const i = start + HEAD_TOPIC.length
-    const topicEnd = stringEnd(b, i, end)
-    if (topicEnd < 0) throw malformed('unterminated topic')
-    const topicEscaped = escaped
-    if (!at(b, topicEnd, KEY_ROUTING_KEY)) throw malformed('expected "routingKey" after "topic"')
+    if (!at(b, start, HEAD_TOPIC)) throw this.#malformed(line, 'expected a line starting with {"topic":')
+    const topicStart = start + HEAD_TOPIC.length
+    const topicEnd = stringEnd(b, topicStart, end)
+    if (topicEnd < 0) throw this.#malformed(line, 'unterminated topic')
+    if (!at(b, topicEnd, KEY_ROUTING_KEY)) throw this.#malformed(line, 'expected "routingKey" after "topic"')
     const routingKeyStart = topicEnd + KEY_ROUTING_KEY.length
-    const routingKeyEnd = stringEnd(b, routingKeyStart, end)
-    if (routingKeyEnd < 0) throw malformed('unterminated routingKey')
-    // Lines of a file mostly share topic and routing key: decode them once, as one string each.
-    if (!this.#head.same(b, start, routingKeyEnd)) {
-      this.#head.set(b, start, routingKeyEnd)
-      this.#topic = decodeString(b, i, topicEnd, topicEscaped)
-      this.#routingKey = decodeString(b, routingKeyStart, routingKeyEnd, escaped)
-    }
-    const topic = this.#topic
-    const routingKey = this.#routingKey
-    if (!at(b, routingKeyEnd, KEY_CLIENT_EVENT)) throw malformed('expected "clientEvent" after "routingKey"')
+    const routingKeyEnd = b[routingKeyStart] === QUOTE ? stringEnd(b, routingKeyStart, end) : -1
+    if (routingKeyEnd < 0) throw this.#malformed(line, 'unterminated routingKey')
+    if (!at(b, routingKeyEnd, KEY_CLIENT_EVENT)) throw this.#malformed(line, 'expected "clientEvent" after "routingKey"')
     const eventStart = routingKeyEnd + KEY_CLIENT_EVENT.length
 
     // The tail is the server's own: `,"origAddress":"…","serverTimestamp":"…"}`, read from the end.
-    if (b[end - 1] !== CLOSE_OBJECT || b[end - 2] !== QUOTE) throw malformed('expected the line to end with "}')
+    if (b[end - 1] !== CLOSE_OBJECT || b[end - 2] !== QUOTE) throw this.#malformed(line, 'expected the line to end with "}')
     const timestampStart = b.lastIndexOf(QUOTE, end - 3) + 1
     const timestampKey = timestampStart - KEY_SERVER_TIMESTAMP.length
-    if (timestampStart <= eventStart || !at(b, timestampKey, KEY_SERVER_TIMESTAMP)) throw malformed('expected "serverTimestamp" last')
+    if (timestampStart <= eventStart || !at(b, timestampKey, KEY_SERVER_TIMESTAMP)) throw this.#malformed(line, 'expected "serverTimestamp" last')
     // The address's opening quote: the first quote before its closing one not escaped by a backslash.
     let q = timestampKey - 2
     for (; q > eventStart; q--) {
@@ -297,29 +271,38 @@ export class RowGroupColumns {
       if (backslashes % 2 === 0) break
     }
     const addressKey = q - KEY_ORIG_ADDRESS.length
-    if (b[timestampKey - 1] !== QUOTE || addressKey <= eventStart || !at(b, addressKey, KEY_ORIG_ADDRESS)) throw malformed('expected "origAddress" before "serverTimestamp"')
-    if (!this.#address.same(b, q, timestampKey)) {
-      this.#address.set(b, q, timestampKey)
-      let addressEscaped = false
-      for (let k = q + 1; k < timestampKey - 1 && !addressEscaped; k++) addressEscaped = b[k] === BACKSLASH
-      this.#origAddress = decodeString(b, q, timestampKey, addressEscaped)
-    }
-    const origAddress = this.#origAddress
+    if (b[timestampKey - 1] !== QUOTE || addressKey <= eventStart || !at(b, addressKey, KEY_ORIG_ADDRESS)) throw this.#malformed(line, 'expected "origAddress" before "serverTimestamp"')
+    if (!commonFields(b, eventStart, addressKey, this.#starts, this.#ends)) throw this.#malformed(line, 'clientEvent is not a JSON object')
 
-    if (!commonFields(b, eventStart, addressKey, this.#fields)) throw malformed('clientEvent is not a JSON object')
-    const timestampText = b.toString('latin1', timestampStart, end - 2)
-    if (timestampText !== this.#lastTimestamp) {
+    const timestampLength = end - 2 - timestampStart
+    if (timestampLength !== this.#lastTimestampLength || b.compare(this.#lastTimestamp, 0, timestampLength, timestampStart, end - 2) !== 0) {
       this.#lastTimestampMs = parseTimestamp(b, timestampStart, end - 2)
-      this.#lastTimestamp = timestampText
+      if (timestampLength > this.#lastTimestamp.length) this.#lastTimestamp = Buffer.alloc(2 * timestampLength)
+      b.copy(this.#lastTimestamp, 0, timestampStart, end - 2)
+      this.#lastTimestampLength = timestampLength
     }
-    this.serverTimestamp.push(this.#lastTimestampMs)
-    this.origAddress.push(origAddress)
-    this.topic.push(topic)
-    this.routingKey.push(routingKey)
-    for (let f = 0; f < COMMON_FIELDS.length; f++) (this.common[f] as Array<string | null>).push(this.#fields[f] as string | null)
-    // A view of the spool bytes: the event exactly as received, written as is.
-    this.clientEvent.push(b.subarray(eventStart, addressKey))
+    this.serverTimestamp.add(this.#lastTimestampMs)
+    this.origAddress.add(b, q, timestampKey)
+    this.topic.add(b, topicStart, topicEnd)
+    this.routingKey.add(b, routingKeyStart, routingKeyEnd)
+    for (let f = 0; f < COMMON_FIELDS.length; f++) {
+      const column = this.common[f] as DictionaryColumn
+      const valueStart = this.#starts[f] as number
+      if (valueStart === -1 || b[valueStart] === 110 /* null */) column.addNull()
+      else column.add(b, valueStart, this.#ends[f] as number)
+    }
+    // The event exactly as received.
+    this.clientEvent.add(b, eventStart, addressKey)
     this.bytes += end - start + 1
+  }
+
+  #malformed (line: number, what: string): MalformedSpoolError {
+    return new MalformedSpoolError(`${this.source}, line ${line}: ${what}`)
+  }
+
+  /** Writes the chunks, in schema order. */
+  write (out: ChunkSink): RowGroup {
+    return writeRowGroup(out, this.codec, this.rows, [this.serverTimestamp, this.origAddress, this.topic, this.routingKey, ...this.common, this.clientEvent])
   }
 }
 
@@ -346,22 +329,33 @@ class FileByteWriter extends ByteWriter {
     this.index = 0
   }
 
+  override appendBytes (bytes: Uint8Array): void {
+    if (bytes.length < 1 << 16) {
+      super.appendBytes(bytes)
+      return
+    }
+    // A page: straight to the file, not through the buffer.
+    this.flush()
+    let at = 0
+    while (at < bytes.length) at += writeSync(this.#fd, bytes, at, bytes.length - at)
+    this.written += bytes.length
+    this.offset += bytes.length
+  }
+
   override finish (): void {
     this.flush()
   }
 }
 
-export type Compressor = (input: Uint8Array) => Uint8Array
-
-async function codecOf (options: ConvertOptions): Promise<{ codec: 'ZSTD' | 'SNAPPY' | 'GZIP' | 'UNCOMPRESSED', compressors: Record<string, Compressor> }> {
+async function codecOf (options: ConvertOptions): Promise<PageCodec> {
   switch (options.compression) {
     case 'zstd': {
       const zstd = await loadZstd()
-      return { codec: 'ZSTD', compressors: { ZSTD: (input) => zstd.compress(input, options.zstdLevel) } }
+      return { codec: 'ZSTD', compress: (input) => zstd.compress(input, options.zstdLevel) }
     }
-    case 'gzip': return { codec: 'GZIP', compressors: { GZIP: (input) => gzipSync(input) } }
-    case 'snappy': return { codec: 'SNAPPY', compressors: {} }
-    case 'none': return { codec: 'UNCOMPRESSED', compressors: {} }
+    case 'gzip': return { codec: 'GZIP', compress: (input) => gzipSync(input) }
+    case 'snappy': return { codec: 'SNAPPY', compress: snappyCompress }
+    case 'none': return { codec: 'UNCOMPRESSED', compress: undefined }
   }
 }
 
@@ -372,41 +366,46 @@ const READ_CHUNK = 4 << 20
  * closes at `rowGroupRows` rows or `rowGroupBytes` bytes of lines. Only the chunks a group's events
  * are in stay referenced, so memory is bounded by the group, not the file.
  */
-export function * spoolRowGroups (input: string, limits: Pick<ConvertOptions, 'rowGroupRows' | 'rowGroupBytes'>): Generator<RowGroupColumns, { inputBytes: number }> {
+export function * spoolRowGroups (input: string, limits: Pick<ConvertOptions, 'rowGroupRows' | 'rowGroupBytes'>, codec: PageCodec): Generator<RowGroupColumns, { inputBytes: number }> {
   const fd = openSync(input, 'r')
   try {
     let inputBytes = 0
     let lineNumber = 0
-    let group = new RowGroupColumns()
-    let carry: Buffer | undefined
+    let group = new RowGroupColumns(codec, input)
+    // One buffer, read into again and again: a group copies what it keeps of a line.
+    let chunk = Buffer.allocUnsafeSlow(READ_CHUNK)
+    let kept = 0
     for (;;) {
-      const size = Math.max(READ_CHUNK, 2 * (carry?.length ?? 0))
-      const chunk = Buffer.allocUnsafeSlow(size)
-      let filled = carry?.copy(chunk) ?? 0
-      const n = readSync(fd, chunk, filled, size - filled, null)
-      filled += n
+      if (kept === chunk.length) {
+        const grown = Buffer.allocUnsafeSlow(2 * chunk.length)
+        chunk.copy(grown, 0, 0, kept)
+        chunk = grown
+      }
+      const n = readSync(fd, chunk, kept, chunk.length - kept, null)
       inputBytes += n
+      const filled = kept + n
+      const view = chunk.subarray(0, filled)
       let start = 0
       for (;;) {
-        let newline = chunk.indexOf(LF, start)
-        if (newline === -1 || newline >= filled) {
+        let newline = view.indexOf(LF, start)
+        if (newline === -1) {
           if (n > 0) break
           newline = filled // the last line, without its newline
           if (start >= newline) break
         }
         lineNumber++
         if (newline > start) {
-          const line = lineNumber
-          group.add(chunk, start, newline, () => `${input}, line ${line}`)
+          group.add(view, start, newline, lineNumber)
           if (group.rows >= limits.rowGroupRows || group.bytes >= limits.rowGroupBytes) {
             yield group
-            group = new RowGroupColumns()
+            group = new RowGroupColumns(codec, input)
           }
         }
         start = newline + 1
       }
       if (n === 0) break
-      carry = start < filled ? chunk.subarray(start, filled) : undefined
+      kept = filled - start
+      if (kept > 0) chunk.copyWithin(0, start, filled)
     }
     if (group.rows > 0) yield group
     return { inputBytes }
@@ -415,55 +414,36 @@ export function * spoolRowGroups (input: string, limits: Pick<ConvertOptions, 'r
   }
 }
 
-/** The columns of a row group as the writer takes them, with their encodings. */
-function columnData (g: RowGroupColumns): Parameters<ParquetWriter['write']>[0]['columnData'] {
-  return [
-    { name: 'serverTimestamp', data: g.serverTimestamp, encoding: 'DELTA_BINARY_PACKED' },
-    { name: 'origAddress', data: g.origAddress },
-    { name: 'topic', data: g.topic },
-    { name: 'routingKey', data: g.routingKey },
-    ...COMMON_FIELDS.map((name, f) => ({ name, data: g.common[f] as Array<string | null> })),
-    // Every event is different: no dictionary, and no min/max statistics nobody filters on.
-    { name: 'clientEvent', data: g.clientEvent, encoding: 'PLAIN', statistics: false }
-  ]
-}
-
 /**
  * Converts a spool file of JSON lines into a Parquet file at `output` (created or truncated,
- * then fsync'ed). Streams: at most one row group of input (`rowGroupBytes`) is held, plus what
- * the writer needs to encode it. Synchronous I/O: this runs in a worker thread.
+ * then fsync'ed). Streams: at most one row group of input (`rowGroupBytes`) is held, encoded and
+ * mostly compressed. Synchronous I/O: this runs in a worker thread.
  */
 export async function convertSpoolFile (input: string, output: string, options: ConvertOptions): Promise<ConvertResult> {
-  const { codec, compressors } = await codecOf(options)
-  const footerSchema = parquetSchema()
-  // clientEvent goes in as bytes: without its converted type while writing, the writer takes them
-  // as they are (with it, it would re-serialize values); the footer then says JSON.
-  const writeSchema = footerSchema.map((e) => e.name === 'clientEvent' ? { ...e, converted_type: undefined } : e)
+  const codec = await codecOf(options)
   const fd = openSync(output, 'w')
   try {
     const writer = new FileByteWriter(fd)
+    // The chunks are ours (parquet-columns.ts); ParquetWriter writes the magic and the footer.
     const parquet = new ParquetWriter({
       writer,
-      schema: writeSchema,
-      codec,
-      compressors,
+      schema: parquetSchema(),
+      codec: codec.codec,
       kvMetadata: [{ key: SCHEMA_VERSION_KEY, value: PARQUET_SCHEMA_VERSION }],
       createdBy: 'dss-event-server'
     })
     let rows = 0
-    let rowGroups = 0
-    const groups = spoolRowGroups(input, options)
+    const groups = spoolRowGroups(input, options, codec)
     let next = groups.next()
     for (; next.done !== true; next = groups.next()) {
       const group = next.value
-      void parquet.write({ rowGroupSize: group.rows, columnData: columnData(group) })
+      parquet.row_groups.push(group.write(writer))
+      parquet.num_rows += BigInt(group.rows)
       rows += group.rows
-      rowGroups++
     }
-    parquet.schema = footerSchema
     parquet.finish()
     fsyncSync(fd)
-    return { rows, inputBytes: next.value.inputBytes, outputBytes: writer.written, rowGroups }
+    return { rows, inputBytes: next.value.inputBytes, outputBytes: writer.written, rowGroups: parquet.row_groups.length }
   } finally {
     closeSync(fd)
   }
