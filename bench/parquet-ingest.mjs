@@ -4,10 +4,12 @@
 //   npm run build && node bench/parquet-ingest.mjs
 //
 // Environment: BENCH_ROUNDS (5), BENCH_SCALE (1: request counts are multiplied by it).
-// Two servers run side by side on the filesystem, one per format, each with flushEveryBytes 16 MiB
-// so that files are completed (and, for Parquet, converted) during the load. Each round is a
-// back-to-back pair, its order swapped every round; between runs the Parquet server is let finish
-// its conversions, so that one side's background work never lands in the other's measurement.
+// Three servers run side by side on the filesystem, each with flushEveryBytes 16 MiB so that files
+// are completed (and, for Parquet, converted) during the load: jsonl, parquet, and jsonl with zstd
+// level 1 (the cost of compressing at all). Each round runs them back to back, the order turned
+// every round; after each run the Parquet server is let finish its conversions, so that one
+// server's background work never lands in another's measurement. Each server's CPU time (all its
+// threads) per event is reported too: the ratio a machine whose CPU is the limit would see.
 // "ingest" counts acknowledged events over the load's duration (conversions started during the
 // load compete for the CPU); "sustained" also counts the time the conversions took to catch up.
 import { mkdtemp, readdir, readFile, rm, writeFile, mkdir, stat } from 'node:fs/promises'
@@ -82,12 +84,15 @@ const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, 
 
 async function runScenario (scenario) {
   const servers = {}
-  for (const format of ['jsonl', 'parquet']) {
+  // jsonl-zst: JSON lines compressed with the same zstd level as Parquet's default, the cost of
+  // compressing the bytes at all, beside that of encoding them as Parquet.
+  const variants = { jsonl: { format: 'jsonl' }, parquet: { format: 'parquet' }, 'jsonl-zst': { format: 'jsonl', compression: 'zstd', zstdLevel: 1 } }
+  for (const [format, destination] of Object.entries(variants)) {
     const dir = await mkdtemp(join(tmpdir(), `evs-bench-pq-${scenario.id}-${format}-`))
     await writeFile(join(dir, 'settings.json'), JSON.stringify({
-      server: { instanceId: `bench-${format}` },
+      server: { instanceId: `bench-${format.replace('-', '')}` },
       connections: { local: { type: 'filesystem', root: './out' } },
-      destinations: [{ name: 'all', connection: 'local', path: 'events', format, flushEveryBytes: 16 * 1024 * 1024 }]
+      destinations: [{ name: 'all', connection: 'local', path: 'events', ...destination, flushEveryBytes: 16 * 1024 * 1024 }]
     }))
     const server = { ...startServerProcess(dir), format }
     servers[format] = { ...server, dir, url: await server.url, sequence: { next: 0 }, acked: 0, runs: [] }
@@ -108,7 +113,9 @@ async function runScenario (scenario) {
     s.runs.push({ ingest: events / r.seconds, sustained: events / (r.seconds + catchUp), catchUp, p99: r.p99, bad: r.bad, cpuPerEvent })
   }
   for (let round = 0; round < ROUNDS; round++) {
-    if (round % 2 === 0) { await run(servers.jsonl); await run(servers.parquet) } else { await run(servers.parquet); await run(servers.jsonl) }
+    // Each round runs every server back to back, the order turned by one each round.
+    const order = Object.values(servers)
+    for (let i = 0; i < order.length; i++) await run(order[(i + round) % order.length])
   }
   const converted = (await stats(servers.parquet.url)).details.parquet
   const failures = []
@@ -122,6 +129,7 @@ async function runScenario (scenario) {
   if (out.parquet.files === 0) failures.push('no Parquet file written')
   const ratios = servers.parquet.runs.map((r, i) => r.ingest / servers.jsonl.runs[i].ingest)
   const sustainedRatios = servers.parquet.runs.map((r, i) => r.sustained / servers.jsonl.runs[i].sustained)
+  const zstdRatios = servers['jsonl-zst'].runs.map((r, i) => r.ingest / servers.jsonl.runs[i].ingest)
   for (const s of Object.values(servers)) await rm(s.dir, { recursive: true, force: true })
   return {
     scenario,
@@ -132,7 +140,8 @@ async function runScenario (scenario) {
     sustainedRatio: median(sustainedRatios),
     conversion: { files: converted.converted, inputMB: converted.convertedInputBytes / 1e6, outputMB: converted.convertedOutputBytes / 1e6, seconds: converted.conversionSeconds, mbPerS: converted.convertedInputBytes / 1e6 / converted.conversionSeconds },
     out,
-    acked: { jsonl: servers.jsonl.acked, parquet: servers.parquet.acked },
+    jsonlZst: { ingest: median(servers['jsonl-zst'].runs.map((r) => r.ingest)), cpuPerEvent: median(servers['jsonl-zst'].runs.map((r) => r.cpuPerEvent)), ratio: median(zstdRatios), ratios: zstdRatios },
+    acked: { jsonl: servers.jsonl.acked, parquet: servers.parquet.acked, jsonlZst: servers['jsonl-zst'].acked },
     failures
   }
 }
@@ -143,15 +152,15 @@ for (const scenario of SCENARIOS) {
   process.stdout.write(`(${scenario.id}) ${scenario.name}... `)
   const result = await runScenario(scenario)
   results.push(result)
-  console.log(`jsonl ${fmt(result.jsonl.ingest)} events/s, parquet ${fmt(result.parquet.ingest)} (ratio ${fmt(result.ratio, 2)}; rounds ${result.ratios.map((r) => fmt(r, 2)).join(' ')})${result.failures.length ? '  FAILED: ' + result.failures.join('; ') : ''}`)
+  console.log(`jsonl ${fmt(result.jsonl.ingest)} events/s, parquet ${fmt(result.parquet.ingest)} (ratio ${fmt(result.ratio, 2)}; rounds ${result.ratios.map((r) => fmt(r, 2)).join(' ')}), jsonl zstd 1 ${fmt(result.jsonlZst.ingest)} (ratio ${fmt(result.jsonlZst.ratio, 2)})${result.failures.length ? '  FAILED: ' + result.failures.join('; ') : ''}`)
 }
 
 const rows = [
-  '| scenario | jsonl events/s | parquet events/s (ingest) | ratio (median of rounds) | rounds | parquet sustained events/s | sustained ratio | server CPU µs/event jsonl / parquet | conversion MB/s of input | converted | output jsonl / parquet bytes |',
-  '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |',
-  ...results.map((r) => `| ${r.scenario.name} | ${fmt(r.jsonl.ingest)} | ${fmt(r.parquet.ingest)} | ${fmt(r.ratio, 2)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.parquet.sustained)} | ${fmt(r.sustainedRatio, 2)} | ${fmt(r.jsonl.cpuPerEvent, 1)} / ${fmt(r.parquet.cpuPerEvent, 1)} (${fmt(r.jsonl.cpuPerEvent / r.parquet.cpuPerEvent, 2)}) | ${fmt(r.conversion.mbPerS, 1)} | ${r.conversion.files} files, ${fmt(r.conversion.inputMB, 1)} MB → ${fmt(r.conversion.outputMB, 1)} MB | ${fmt(r.out.jsonl.total)} / ${fmt(r.out.parquet.total)} |`)
+  '| scenario | jsonl events/s | parquet events/s (ingest) | ratio (median of rounds) | rounds | parquet sustained events/s | sustained ratio | jsonl zstd 1 events/s (ratio) | server CPU µs/event jsonl / parquet / jsonl zstd 1 | conversion MB/s of input | converted | output jsonl / parquet bytes |',
+  '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+  ...results.map((r) => `| ${r.scenario.name} | ${fmt(r.jsonl.ingest)} | ${fmt(r.parquet.ingest)} | ${fmt(r.ratio, 2)} | ${r.ratios.map((x) => fmt(x, 2)).join(' ')} | ${fmt(r.parquet.sustained)} | ${fmt(r.sustainedRatio, 2)} | ${fmt(r.jsonlZst.ingest)} (${fmt(r.jsonlZst.ratio, 2)}) | ${fmt(r.jsonl.cpuPerEvent, 1)} / ${fmt(r.parquet.cpuPerEvent, 1)} / ${fmt(r.jsonlZst.cpuPerEvent, 1)} (parquet ${fmt(r.jsonl.cpuPerEvent / r.parquet.cpuPerEvent, 2)}, zstd ${fmt(r.jsonl.cpuPerEvent / r.jsonlZst.cpuPerEvent, 2)}) | ${fmt(r.conversion.mbPerS, 1)} | ${r.conversion.files} files, ${fmt(r.conversion.inputMB, 1)} MB → ${fmt(r.conversion.outputMB, 1)} MB | ${fmt(r.out.jsonl.total)} / ${fmt(r.out.parquet.total)} |`)
 ]
-const note = `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Node.js ${process.version}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (a shared machine: figures are noisy; compare within a round). ${ROUNDS} rounds per format, each a back-to-back pair in alternating order, load generator on the same machine. "ingest": acknowledged events over the load's duration; "sustained": over the load plus the time the conversions took to catch up after it. "server CPU": user and system time of the server process (all threads, conversions included) from the start of a run to the end of its catch-up, per event, median of rounds; the figure in brackets is jsonl / parquet, the ingest ratio a machine whose CPU is the limit would see.`
+const note = `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Node.js ${process.version}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (a shared machine: figures are noisy; compare within a round). ${ROUNDS} rounds per format, each a back-to-back pair in alternating order, load generator on the same machine. "ingest": acknowledged events over the load's duration; "sustained": over the load plus the time the conversions took to catch up after it. "server CPU": user and system time of the server process (all threads, conversions included) from the start of a run to the end of its catch-up, per event, median of rounds; the figures in brackets are jsonl's over the other's, the ingest ratio a machine whose CPU is the limit would see. "jsonl zstd 1": a third server, JSON lines with \`compression: zstd\` at level 1 (Parquet's default codec and level), run in the same rounds: the cost of compressing the events at all.`
 console.log(`\n${rows.join('\n')}\n\n${note}`)
 await mkdir(join(here, 'results'), { recursive: true })
 await writeFile(join(here, 'results', 'parquet-ingest.md'), `${rows.join('\n')}\n\n${note}\n`)

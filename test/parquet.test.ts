@@ -213,6 +213,10 @@ describe('parquet conversion', () => {
     await writeFile(input, '{"clientEvent":{"a":1},"origAddress":"1.2.3.4","serverTimestamp":"2026-01-01T00:00:00.000+0000"}\n')
     await expect(convertSpoolFile(input, join(dir, 'x.parquet'), { compression: 'zstd', zstdLevel: 3, rowGroupRows: 10, rowGroupBytes: 1 << 20 }))
       .rejects.toThrow(MalformedSpoolError)
+    // A string with a bad escape (ingestion never spools one) is malformed too, not worth a retry.
+    await writeFile(input, `${spoolLineHead('t', 'r').toString()}"clientEvent":{"msgType":"\\q"},"origAddress":"1.2.3.4","serverTimestamp":"2026-01-01T00:00:00.000+0000"}\n`)
+    await expect(convertSpoolFile(input, join(dir, 'x.parquet'), { compression: 'zstd', zstdLevel: 3, rowGroupRows: 10, rowGroupBytes: 1 << 20 }))
+      .rejects.toThrow(/line 1: a string with a bad escape/)
   })
 
   it('parses timestamps with any offset, addresses with escapes, and a last line without its newline', async () => {
@@ -294,6 +298,7 @@ describe('parquet conversion', () => {
       }
     }
     expect(deltaBinaryPacked(Float64Array.of(0, 2 ** 32, 0))).toBeUndefined()
+    expect(deltaBinaryPacked(Float64Array.of(2 ** 52, 2 ** 52 + 1))).toBeUndefined()
   })
 
   it('holds one row group of input at a time: many groups from a file larger than rowGroupBytes', async () => {

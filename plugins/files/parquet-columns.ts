@@ -96,7 +96,10 @@ function columnChunk (out: ChunkSink, codec: PageCodec, meta: ChunkMeta): Column
   }
 }
 
-/** Bytes a string value stands for: its UTF-8 text, unescaped; any other JSON value as its text. */
+/**
+ * Bytes a string value stands for: its UTF-8 text, unescaped; any other JSON value as its text.
+ * A bad escape throws JSON.parse's SyntaxError.
+ */
 function valueBytes (b: Buffer, start: number, end: number): Buffer {
   if (b[start] !== QUOTE) return Buffer.from(b.subarray(start, end))
   for (let i = start + 1; i < end - 1; i++) {
@@ -202,7 +205,7 @@ export class DictionaryColumn {
     }
 
     const meta = { type: 'BYTE_ARRAY' as const, name: this.name, rows: this.#rows, nulls, start }
-    if (this.#values.length <= DICTIONARY_MAX_VALUES && this.#valueBytes <= DICTIONARY_MAX_BYTES) {
+    if (this.#values.length > 0 && this.#values.length <= DICTIONARY_MAX_VALUES && this.#valueBytes <= DICTIONARY_MAX_BYTES) {
       const dictionary = plainByteArrays(this.#values, this.#valueBytes)
       const packed = compressed(codec, dictionary)
       let uncompressed = writePage(out, {
@@ -219,7 +222,7 @@ export class DictionaryColumn {
       uncompressed += dataPage('RLE_DICTIONARY', body.getBytes())
       return columnChunk(out, codec, { ...meta, encodings: ['PLAIN', 'RLE', 'RLE_DICTIONARY'], dataPageOffset, dictionaryPageOffset: start, uncompressed })
     }
-    // Too many distinct values for a dictionary to pay: the values themselves.
+    // Too many distinct values for a dictionary to pay (or none at all): the values themselves.
     const values: Buffer[] = []
     let bytes = 0
     for (const index of indexes) {
@@ -326,31 +329,35 @@ export function deltaBinaryPacked (values: Float64Array): Uint8Array | undefined
   varint(out, BLOCK_VALUES)
   varint(out, MINIBLOCKS)
   varint(out, values.length)
-  varint(out, zigzag(values[0] ?? 0))
+  const first = values[0] ?? 0
+  // Number arithmetic is exact below 2^53, and zigzag doubles: beyond, the BigInt path.
+  if (Math.abs(first) >= 2 ** 52) return undefined
+  varint(out, zigzag(first))
   const deltas = new Float64Array(BLOCK_VALUES)
-  for (let first = 1; first < values.length; first += BLOCK_VALUES) {
-    const count = Math.min(BLOCK_VALUES, values.length - first)
+  for (let from = 1; from < values.length; from += BLOCK_VALUES) {
+    const count = Math.min(BLOCK_VALUES, values.length - from)
     let min = Number.POSITIVE_INFINITY
     for (let i = 0; i < count; i++) {
-      const delta = (values[first + i] as number) - (values[first + i - 1] as number)
+      const delta = (values[from + i] as number) - (values[from + i - 1] as number)
       deltas[i] = delta
       if (delta < min) min = delta
     }
+    if (Math.abs(min) >= 2 ** 52) return undefined
     varint(out, zigzag(min))
     const widthsAt = out.length
     for (let m = 0; m < MINIBLOCKS; m++) out.push(0)
     for (let m = 0; m * MINIBLOCK_VALUES < count; m++) {
-      const from = m * MINIBLOCK_VALUES
-      const to = Math.min(count, from + MINIBLOCK_VALUES)
+      const low = m * MINIBLOCK_VALUES
+      const to = Math.min(count, low + MINIBLOCK_VALUES)
       let max = 0
-      for (let i = from; i < to; i++) max = Math.max(max, (deltas[i] as number) - min)
+      for (let i = low; i < to; i++) max = Math.max(max, (deltas[i] as number) - min)
       if (max >= 2 ** 32) return undefined
       const width = max === 0 ? 0 : 32 - Math.clz32(max)
       out[widthsAt + m] = width
       // Bits least significant first, a whole miniblock (padded with zeros) of `width` bits each.
       let bits = 0
       let pending = 0
-      for (let i = from; i < from + MINIBLOCK_VALUES; i++) {
+      for (let i = low; i < low + MINIBLOCK_VALUES; i++) {
         pending += (i < to ? (deltas[i] as number) - min : 0) * 2 ** bits
         bits += width
         while (bits >= 8) {

@@ -248,7 +248,7 @@ export class RowGroupColumns {
     while (end > start && isSpace(b[end - 1])) end--
     if (!at(b, start, HEAD_TOPIC)) throw this.#malformed(line, 'expected a line starting with {"topic":')
     const topicStart = start + HEAD_TOPIC.length
-    const topicEnd = stringEnd(b, topicStart, end)
+    const topicEnd = b[topicStart] === QUOTE ? stringEnd(b, topicStart, end) : -1
     if (topicEnd < 0) throw this.#malformed(line, 'unterminated topic')
     if (!at(b, topicEnd, KEY_ROUTING_KEY)) throw this.#malformed(line, 'expected "routingKey" after "topic"')
     const routingKeyStart = topicEnd + KEY_ROUTING_KEY.length
@@ -281,16 +281,22 @@ export class RowGroupColumns {
       b.copy(this.#lastTimestamp, 0, timestampStart, end - 2)
       this.#lastTimestampLength = timestampLength
     }
-    this.serverTimestamp.add(this.#lastTimestampMs)
-    this.origAddress.add(b, q, timestampKey)
-    this.topic.add(b, topicStart, topicEnd)
-    this.routingKey.add(b, routingKeyStart, routingKeyEnd)
-    for (let f = 0; f < COMMON_FIELDS.length; f++) {
-      const column = this.common[f] as DictionaryColumn
-      const valueStart = this.#starts[f] as number
-      if (valueStart === -1 || b[valueStart] === 110 /* null */) column.addNull()
-      else column.add(b, valueStart, this.#ends[f] as number)
+    try {
+      this.origAddress.add(b, q, timestampKey)
+      this.topic.add(b, topicStart, topicEnd)
+      this.routingKey.add(b, routingKeyStart, routingKeyEnd)
+      for (let f = 0; f < COMMON_FIELDS.length; f++) {
+        const column = this.common[f] as DictionaryColumn
+        const valueStart = this.#starts[f] as number
+        if (valueStart === -1 || b[valueStart] === 110 /* null */) column.addNull()
+        else column.add(b, valueStart, this.#ends[f] as number)
+      }
+    } catch (err) {
+      // Only a string the line's own checks let through; ingestion never spools one.
+      if (err instanceof SyntaxError) throw this.#malformed(line, 'a string with a bad escape')
+      throw err
     }
+    this.serverTimestamp.add(this.#lastTimestampMs)
     // The event exactly as received.
     this.clientEvent.add(b, eventStart, addressKey)
     this.bytes += end - start + 1
@@ -363,8 +369,8 @@ const READ_CHUNK = 4 << 20
 
 /**
  * Reads a spool file line by line, in chunks, and yields its rows a row group at a time: a group
- * closes at `rowGroupRows` rows or `rowGroupBytes` bytes of lines. Only the chunks a group's events
- * are in stay referenced, so memory is bounded by the group, not the file.
+ * closes at `rowGroupRows` rows or `rowGroupBytes` bytes of lines. The groups copy what they keep
+ * of a line, so one read buffer serves the whole file: memory is bounded by the group, not the file.
  */
 export function * spoolRowGroups (input: string, limits: Pick<ConvertOptions, 'rowGroupRows' | 'rowGroupBytes'>, codec: PageCodec): Generator<RowGroupColumns, { inputBytes: number }> {
   const fd = openSync(input, 'r')
@@ -435,11 +441,16 @@ export async function convertSpoolFile (input: string, output: string, options: 
     let rows = 0
     const groups = spoolRowGroups(input, options, codec)
     let next = groups.next()
-    for (; next.done !== true; next = groups.next()) {
-      const group = next.value
-      parquet.row_groups.push(group.write(writer))
-      parquet.num_rows += BigInt(group.rows)
-      rows += group.rows
+    try {
+      for (; next.done !== true; next = groups.next()) {
+        const group = next.value
+        parquet.row_groups.push(group.write(writer))
+        parquet.num_rows += BigInt(group.rows)
+        rows += group.rows
+      }
+    } finally {
+      // A failed write (a full disk) ends the reading too: the spool file is closed for the retry.
+      if (next.done !== true) groups.return({ inputBytes: 0 })
     }
     parquet.finish()
     fsyncSync(fd)
