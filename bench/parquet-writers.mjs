@@ -66,7 +66,7 @@ function * plainGroups () {
   for (const g of spoolRowGroups(spoolPath, LIMITS, { codec: 'UNCOMPRESSED', compress: undefined })) {
     yield {
       rows: g.rows,
-      serverTimestamp: Array.from(g.serverTimestamp.values.subarray(0, g.rows)),
+      serverTimestamp: Array.from(g.serverTimestamp.values),
       origAddress: g.origAddress.strings(),
       topic: g.topic.strings(),
       routingKey: g.routingKey.strings(),

@@ -34,23 +34,30 @@ const EVENT_PAGE_BYTES = 1 << 20
 const DICTIONARY_MAX_VALUES = 1 << 16
 const DICTIONARY_MAX_BYTES = 1 << 20
 
-class GrowingInts {
-  values = new Int32Array(1024)
+/** A typed array that doubles as it fills. */
+class Growing<A extends Int32Array | Float64Array> {
+  values: A
   length = 0
+
+  constructor (private readonly make: (size: number) => A) {
+    this.values = make(1024)
+  }
 
   push (value: number): void {
     if (this.length === this.values.length) {
-      const grown = new Int32Array(2 * this.length)
+      const grown = this.make(2 * this.length)
       grown.set(this.values)
       this.values = grown
     }
     this.values[this.length++] = value
   }
 
-  view (): Int32Array {
-    return this.values.subarray(0, this.length)
+  view (): A {
+    return this.values.subarray(0, this.length) as A
   }
 }
+
+const ints = (size: number): Int32Array => new Int32Array(size)
 
 function writePage (out: ChunkSink, header: PageHeader, levels: Uint8Array | undefined, body: Uint8Array): number {
   const headerBytes = new ByteWriter(64)
@@ -113,16 +120,16 @@ export class DictionaryColumn {
   readonly #lookup = new Map<string, number>()
   readonly #values: Buffer[] = []
   #valueBytes = 0
-  readonly #indexes = new GrowingInts()
+  readonly #indexes = new Growing(ints)
   /** 1 for a value, 0 for a null, per row: only kept for a nullable column. */
-  readonly #defined: GrowingInts | undefined
+  readonly #defined: Growing<Int32Array> | undefined
   #rows = 0
   #lastRaw = Buffer.alloc(64)
   #lastLength = -1
   #lastIndex = 0
 
   constructor (readonly name: string, readonly nullable: boolean) {
-    this.#defined = nullable ? new GrowingInts() : undefined
+    this.#defined = nullable ? new Growing(ints) : undefined
   }
 
   get rows (): number {
@@ -247,27 +254,30 @@ function plainByteArrays (values: Buffer[], bytes: number): Buffer {
 
 /** The timestamps of a chunk, in milliseconds: DELTA_BINARY_PACKED, with min and max. */
 export class TimestampColumn {
-  values = new Float64Array(1024)
-  rows = 0
+  readonly #values = new Growing((size) => new Float64Array(size))
   #min = Number.POSITIVE_INFINITY
   #max = Number.NEGATIVE_INFINITY
 
   constructor (readonly name: string) {}
 
+  get rows (): number {
+    return this.#values.length
+  }
+
+  /** The milliseconds of the rows so far. */
+  get values (): Float64Array {
+    return this.#values.view()
+  }
+
   add (ms: number): void {
-    if (this.rows === this.values.length) {
-      const grown = new Float64Array(2 * this.rows)
-      grown.set(this.values)
-      this.values = grown
-    }
-    this.values[this.rows++] = ms
+    this.#values.push(ms)
     if (ms < this.#min) this.#min = ms
     if (ms > this.#max) this.#max = ms
   }
 
   write (out: ChunkSink, codec: PageCodec): ColumnChunk {
     const start = out.offset
-    const values = this.values.subarray(0, this.rows)
+    const values = this.values
     let plain = deltaBinaryPacked(values)
     if (plain === undefined) {
       // Timestamps that jump by more than 2^32 ms within a chunk: the library's BigInt path.
