@@ -120,13 +120,17 @@ export class DictionaryColumn {
   readonly #lookup = new Map<string, number>()
   readonly #values: Buffer[] = []
   #valueBytes = 0
-  readonly #indexes = new Growing(ints)
+  #indexes = new Growing(ints)
   /** 1 for a value, 0 for a null, per row: only kept for a nullable column. */
   readonly #defined: Growing<Int32Array> | undefined
   #rows = 0
+  #present = 0
   #lastRaw = Buffer.alloc(64)
   #lastLength = -1
   #lastIndex = 0
+  /** Once the dictionary passes its limits: the chunk's values, PLAIN-encoded as they come. */
+  #plain: Buffer | undefined
+  #plainAt = 0
 
   constructor (readonly name: string, readonly nullable: boolean) {
     this.#defined = nullable ? new Growing(ints) : undefined
@@ -138,6 +142,13 @@ export class DictionaryColumn {
 
   /** Adds the JSON value at [start, end) (a string, or any other value taken as its JSON text). */
   add (b: Buffer, start: number, end: number): void {
+    this.#defined?.push(1)
+    this.#rows++
+    this.#present++
+    if (this.#plain !== undefined) {
+      this.#appendPlain(valueBytes(b, start, end))
+      return
+    }
     // Mostly the same value as the row before: compared byte by byte, without a call into C++.
     const length = end - start
     const last = this.#lastRaw
@@ -160,8 +171,7 @@ export class DictionaryColumn {
       this.#lastIndex = index
     }
     this.#indexes.push(this.#lastIndex)
-    this.#defined?.push(1)
-    this.#rows++
+    if (this.#values.length > DICTIONARY_MAX_VALUES || this.#valueBytes > DICTIONARY_MAX_BYTES) this.#toPlain()
   }
 
   addNull (): void {
@@ -170,22 +180,51 @@ export class DictionaryColumn {
     this.#rows++
   }
 
+  /** Too many distinct values for a dictionary to pay: the values themselves, from now on. */
+  #toPlain (): void {
+    this.#plain = Buffer.allocUnsafe(2 * (4 * this.#indexes.length + this.#valueBytes))
+    for (const index of this.#indexes.view()) this.#appendPlain(this.#values[index] as Buffer)
+    this.#lookup.clear()
+    this.#values.length = 0
+    this.#valueBytes = 0
+    this.#indexes = new Growing(ints)
+  }
+
+  #appendPlain (value: Buffer): void {
+    let plain = this.#plain as Buffer
+    if (this.#plainAt + 4 + value.length > plain.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * plain.length, this.#plainAt + 4 + value.length))
+      plain.copy(grown, 0, 0, this.#plainAt)
+      plain = this.#plain = grown
+    }
+    this.#plainAt = plain.writeUInt32LE(value.length, this.#plainAt)
+    this.#plainAt += value.copy(plain, this.#plainAt)
+  }
+
   /** The values as strings, nulls as null: for comparisons with other writers. */
   strings (): Array<string | null> {
-    const out: Array<string | null> = []
-    const indexes = this.#indexes.view()
+    const present: string[] = []
+    if (this.#plain !== undefined) {
+      for (let at = 0; at < this.#plainAt;) {
+        const length = this.#plain.readUInt32LE(at)
+        present.push(this.#plain.toString('utf8', at + 4, at + 4 + length))
+        at += 4 + length
+      }
+    } else {
+      for (const index of this.#indexes.view()) present.push((this.#values[index] as Buffer).toString('utf8'))
+    }
     let next = 0
+    const out: Array<string | null> = []
     for (let row = 0; row < this.#rows; row++) {
       const defined = this.#defined === undefined || this.#defined.values[row] === 1
-      out.push(defined ? (this.#values[indexes[next++] as number] as Buffer).toString('utf8') : null)
+      out.push(defined ? present[next++] as string : null)
     }
     return out
   }
 
   write (out: ChunkSink, codec: PageCodec): ColumnChunk {
     const start = out.offset
-    const indexes = this.#indexes.view()
-    const nulls = this.#rows - indexes.length
+    const nulls = this.#rows - this.#present
     let levels: Uint8Array | undefined
     if (this.#defined !== undefined) {
       const writer = new ByteWriter(64)
@@ -212,33 +251,27 @@ export class DictionaryColumn {
     }
 
     const meta = { type: 'BYTE_ARRAY' as const, name: this.name, rows: this.#rows, nulls, start }
-    if (this.#values.length > 0 && this.#values.length <= DICTIONARY_MAX_VALUES && this.#valueBytes <= DICTIONARY_MAX_BYTES) {
-      const dictionary = plainByteArrays(this.#values, this.#valueBytes)
-      const packed = compressed(codec, dictionary)
-      let uncompressed = writePage(out, {
-        type: 'DICTIONARY_PAGE',
-        uncompressed_page_size: dictionary.length,
-        compressed_page_size: packed.length,
-        dictionary_page_header: { num_values: this.#values.length, encoding: 'PLAIN' }
-      }, undefined, packed)
-      const dataPageOffset = out.offset
-      const bitWidth = this.#values.length <= 1 ? 0 : 32 - Math.clz32(this.#values.length - 1)
-      const body = new ByteWriter(Math.max(64, (indexes.length * bitWidth) >> 3))
-      body.appendUint8(bitWidth)
-      writeRleBitPackedHybrid(body, indexes, bitWidth)
-      uncompressed += dataPage('RLE_DICTIONARY', body.getBytes())
-      return columnChunk(out, codec, { ...meta, encodings: ['PLAIN', 'RLE', 'RLE_DICTIONARY'], dataPageOffset, dictionaryPageOffset: start, uncompressed })
+    if (this.#plain !== undefined || this.#values.length === 0) {
+      // Past the limits, or no value at all (a dictionary of none would be an empty page).
+      const uncompressed = dataPage('PLAIN', this.#plain?.subarray(0, this.#plainAt) ?? Buffer.alloc(0))
+      return columnChunk(out, codec, { ...meta, encodings: ['PLAIN', 'RLE'], dataPageOffset: start, uncompressed })
     }
-    // Too many distinct values for a dictionary to pay (or none at all): the values themselves.
-    const values: Buffer[] = []
-    let bytes = 0
-    for (const index of indexes) {
-      const value = this.#values[index] as Buffer
-      values.push(value)
-      bytes += value.length
-    }
-    const uncompressed = dataPage('PLAIN', plainByteArrays(values, bytes))
-    return columnChunk(out, codec, { ...meta, encodings: ['PLAIN', 'RLE'], dataPageOffset: start, uncompressed })
+    const dictionary = plainByteArrays(this.#values, this.#valueBytes)
+    const packed = compressed(codec, dictionary)
+    let uncompressed = writePage(out, {
+      type: 'DICTIONARY_PAGE',
+      uncompressed_page_size: dictionary.length,
+      compressed_page_size: packed.length,
+      dictionary_page_header: { num_values: this.#values.length, encoding: 'PLAIN' }
+    }, undefined, packed)
+    const dataPageOffset = out.offset
+    const indexes = this.#indexes.view()
+    const bitWidth = this.#values.length <= 1 ? 0 : 32 - Math.clz32(this.#values.length - 1)
+    const body = new ByteWriter(Math.max(64, (indexes.length * bitWidth) >> 3))
+    body.appendUint8(bitWidth)
+    writeRleBitPackedHybrid(body, indexes, bitWidth)
+    uncompressed += dataPage('RLE_DICTIONARY', body.getBytes())
+    return columnChunk(out, codec, { ...meta, encodings: ['PLAIN', 'RLE', 'RLE_DICTIONARY'], dataPageOffset, dictionaryPageOffset: start, uncompressed })
   }
 }
 
