@@ -23,32 +23,17 @@ export function clientErrorHandler (metrics: Metrics, now: () => number): Client
     // A reset leaves nobody to answer; nor does a socket already gone.
     if (err.code === 'ECONNRESET' || socket.destroyed || refused.has(socket)) return
     refused.add(socket)
-    try {
-      refuse(this, err, socket)
-    } catch (bug) {
-      // An exception here would be uncaught (an event listener of the HTTP server): close instead.
-      this.log.error({ err: bug }, 'answering a request the HTTP parser refused failed')
-      socket.destroy()
-    }
-  }
-
-  function refuse (fastify: FastifyInstance, err: ClientError, socket: Socket): void {
     const error = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? new EVS_ERR_REQUEST_TIMEOUT()
       : err.code === 'HPE_HEADER_OVERFLOW'
         ? new EVS_ERR_REQUEST_HEADERS_TOO_LARGE()
         : new EVS_ERR_REQUEST_MALFORMED(err.code ?? 'unreadable')
     const statusCode = error.statusCode as number
-    // The response being written on this connection, if any: Node leaves null between requests.
-    const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined
-    // Bytes that break a body still arriving end that request, whose own path counts and logs it
-    // (EVS_ERR_BODY_ABORTED): once is enough.
-    if (response?.req?.complete !== false) {
-      metrics.requestsRejected.add(error.code)
-      rejections ??= new RejectionLog(fastify.log, now, 'info', 'request refused before it was read')
-      rejections.log({ code: error.code, statusCode, parserCode: err.code, ip: socket.remoteAddress }, error.message)
-    }
-    if (err.code !== 'ERR_HTTP_REQUEST_TIMEOUT' && response?.req?.complete === true && !response.writableFinished) {
+    metrics.requestsRejected.add(error.code)
+    rejections ??= new RejectionLog(this.log, now, 'info', 'request refused before it was read')
+    rejections.log({ code: error.code, statusCode, parserCode: err.code, ip: socket.remoteAddress }, error.message)
+    const response = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage
+    if (err.code !== 'ERR_HTTP_REQUEST_TIMEOUT' && response !== undefined && response.req?.complete === true && !response.writableFinished) {
       // The bytes that broke the parser came after a whole request (pipelined) that is still being
       // answered: its answer goes out first, as a 400 now would be read as that answer (for events
       // already written), and then the connection closes.
