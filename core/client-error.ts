@@ -1,4 +1,4 @@
-import { STATUS_CODES, type ServerResponse } from 'node:http'
+import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { EVS_ERR_REQUEST_HEADERS_TOO_LARGE, EVS_ERR_REQUEST_MALFORMED, EVS_ERR_REQUEST_TIMEOUT } from './errors.js'
@@ -17,12 +17,9 @@ type ClientErrorHandler = (this: FastifyInstance, err: ClientError, socket: Sock
  */
 export function clientErrorHandler (metrics: Metrics, now: () => number): ClientErrorHandler {
   let rejections: RejectionLog | undefined
-  // Node calls again for each later chunk of a connection whose parser has failed.
-  const refused = new WeakSet<Socket>()
   return function (err, socket) {
     // A reset leaves nobody to answer; nor does a socket already gone.
-    if (err.code === 'ECONNRESET' || socket.destroyed || refused.has(socket)) return
-    refused.add(socket)
+    if (err.code === 'ECONNRESET' || socket.destroyed) return
     const error = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? new EVS_ERR_REQUEST_TIMEOUT()
       : err.code === 'HPE_HEADER_OVERFLOW'
@@ -32,18 +29,9 @@ export function clientErrorHandler (metrics: Metrics, now: () => number): Client
     metrics.requestsRejected.add(error.code)
     rejections ??= new RejectionLog(this.log, now, 'info', 'request refused before it was read')
     rejections.log({ code: error.code, statusCode, parserCode: err.code, ip: socket.remoteAddress }, error.message)
-    const response = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage
-    if (err.code !== 'ERR_HTTP_REQUEST_TIMEOUT' && response !== undefined && response.req?.complete === true && !response.writableFinished) {
-      // The bytes that broke the parser came after a whole request (pipelined) that is still being
-      // answered: its answer goes out first, as a 400 now would be read as that answer (for events
-      // already written), and then the connection closes.
-      const close = (): void => { socket.destroy() }
-      response.once('finish', close)
-      response.once('close', close)
-      return
-    }
     // Node's own rule: no answer once a response to this connection has begun (a request timeout
     // that strikes while an answer is being written), only the close.
+    const response = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
     if (socket.writable && response?.headersSent !== true) {
       const body = JSON.stringify({ statusCode, code: error.code, error: error.message })
       socket.write(`HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
