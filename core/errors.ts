@@ -45,6 +45,12 @@ export const EVS_ERR_BODY_INTERRUPTED = createError<'EVS_ERR_BODY_INTERRUPTED', 
   'EVS_ERR_BODY_INTERRUPTED', 'The server is reloading its settings or stopping, and the body was still arriving; nothing of this request was written; retry', 503)
 export const EVS_ERR_BODY_INVALID_UTF8 = createError<'EVS_ERR_BODY_INVALID_UTF8', 400, []>(
   'EVS_ERR_BODY_INVALID_UTF8', 'The body is not valid UTF-8, as JSON must be; nothing of this request was written', 400)
+export const EVS_ERR_REQUEST_MALFORMED = createError<'EVS_ERR_REQUEST_MALFORMED', 400, [string]>(
+  'EVS_ERR_REQUEST_MALFORMED', 'The request is not valid HTTP/1.1 (%s); nothing of it was read', 400)
+export const EVS_ERR_REQUEST_HEADERS_TOO_LARGE = createError<'EVS_ERR_REQUEST_HEADERS_TOO_LARGE', 431, []>(
+  'EVS_ERR_REQUEST_HEADERS_TOO_LARGE', 'The request line and headers are larger than Node.js takes (--max-http-header-size, 16 KiB by default)', 431)
+export const EVS_ERR_REQUEST_TIMEOUT = createError<'EVS_ERR_REQUEST_TIMEOUT', 408, []>(
+  'EVS_ERR_REQUEST_TIMEOUT', 'The request did not arrive in time: its headers within server.headersTimeoutS, or all of it within server.requestTimeoutS; nothing of it was written', 408)
 export const EVS_ERR_ROUTE_NOT_FOUND = createError<'EVS_ERR_ROUTE_NOT_FOUND', 404, [string]>(
   'EVS_ERR_ROUTE_NOT_FOUND', 'No route %s: events go to POST /events (or a path below it)', 404)
 export const EVS_ERR_INTERNAL = createError<'EVS_ERR_INTERNAL', 500, []>(

@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import fp from 'fastify-plugin'
 import type { Connection } from './connection.js'
 import type { Destination } from './destination.js'
+import { clientErrorHandler } from './client-error.js'
 import { installErrorHandling } from './error-handling.js'
 import { EVS_ERR_BODY_INTERRUPTED, EVS_ERR_RELOAD_REJECTED, EVS_ERR_SETTINGS_INVALID } from './errors.js'
 import type { BodyInterrupts } from './request-body.js'
@@ -250,6 +251,8 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
   const source = core.value
   const server = source.settings.server
   const limits = timeouts(server)
+  const now = options.now ?? Date.now
+  const metrics = new Metrics(now)
   const fastify = Fastify({
     ...(options.loggerInstance !== undefined
       ? { loggerInstance: options.loggerInstance }
@@ -262,11 +265,10 @@ export async function buildServer (options: BuildServerOptions = {}): Promise<Fa
     // One line per request at info would cost more than the request itself; rejections are logged.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
+    clientErrorHandler: clientErrorHandler(metrics, now),
     // Crash recovery of many files may take longer than Fastify's 10 s for a plugin to start.
     pluginTimeout: 0
   })
-  const now = options.now ?? Date.now
-  const metrics = new Metrics(now)
   // First, so that routes added by plugins named in settings get the same handling.
   installErrorHandling(fastify, metrics, now)
   try {

@@ -416,6 +416,32 @@ describe('faulty clients: what an outside attack found', () => {
     late.socket.destroy()
   })
 
+  it('what Node refuses before a request exists is answered with a code, counted and logged, never echoed: a request line that is not HTTP, headers too large, headers that never end', async () => {
+    const dir = await tempDir()
+    const { stream, logs } = captureLogs()
+    const { app, port } = await listening({ document: fsSettings({}, { server: { headersTimeoutS: 0.5 } }), baseDir: dir, logger: undefined, loggerInstance: pino({ level: 'info' }, stream) })
+    const refused = async (bytes: string): Promise<{ status: string, body: any }> => {
+      const client = await rawClient(port)
+      client.socket.write(bytes)
+      await client.closed
+      const [headers = '', body = ''] = client.received().split('\r\n\r\n')
+      return { status: headers.split('\r\n')[0] ?? '', body: JSON.parse(body) }
+    }
+    const malformed = await refused('SECRETKEY /events HTTP/1.1\r\nHost: h\r\n\r\n')
+    expect(malformed.status).toBe('HTTP/1.1 400 Bad Request')
+    expect(malformed.body).toEqual({ statusCode: 400, code: 'EVS_ERR_REQUEST_MALFORMED', error: 'The request is not valid HTTP/1.1 (HPE_INVALID_METHOD); nothing of it was read' })
+    const large = await refused(`POST /events HTTP/1.1\r\nHost: h\r\nX-Key: SECRETKEY${'a'.repeat(20_000)}\r\n\r\n`)
+    expect(large.status).toBe('HTTP/1.1 431 Request Header Fields Too Large')
+    expect(large.body.code).toBe('EVS_ERR_REQUEST_HEADERS_TOO_LARGE')
+    const slow = await refused('POST /events HTTP/1.1\r\nHost: h\r\nX-Key: SECRETKEY\r\n')
+    expect(slow.status).toBe('HTTP/1.1 408 Request Timeout')
+    expect(slow.body.code).toBe('EVS_ERR_REQUEST_TIMEOUT')
+    expect((await stats(app)).requests.rejectedByReason).toMatchObject({ EVS_ERR_REQUEST_MALFORMED: 1, EVS_ERR_REQUEST_HEADERS_TOO_LARGE: 1, EVS_ERR_REQUEST_TIMEOUT: 1 })
+    const refusals = logs.lines.map((l) => JSON.parse(l)).filter((l) => typeof l.code === 'string' && l.code.startsWith('EVS_ERR_REQUEST_'))
+    expect(refusals.map((l) => [l.code, l.ip])).toEqual([['EVS_ERR_REQUEST_MALFORMED', '127.0.0.1'], ['EVS_ERR_REQUEST_HEADERS_TOO_LARGE', '127.0.0.1'], ['EVS_ERR_REQUEST_TIMEOUT', '127.0.0.1']])
+    expect(logs.text()).not.toContain('SECRETKEY')
+  })
+
   it('user name and password in an absolute-form target are never logged or echoed', async () => {
     const dir = await tempDir()
     const { stream, logs } = captureLogs()
